@@ -1,0 +1,1 @@
+"""rnnjax: Keras-exact recurrent sequence models and training in JAX/Flax."""

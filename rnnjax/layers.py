@@ -1,0 +1,209 @@
+"""Sequence layers: a cell scanned over time (``RNN``) and ``Bidirectional``, with Keras semantics.
+
+Shape letters: B batch, T time, D input features, U units.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from rnnjax.cells import Array, Carry, RecurrentCell
+
+MERGE_MODES = ("concat", "sum", "mul", "ave", None)
+
+
+def padding_mask(ids: Array, padding_id: int = 0) -> Array:
+    """``[B, T]`` True where a token is real: Keras ``Embedding(mask_zero=True)`` for id 0."""
+    return ids != padding_id
+
+
+def _as_carry(cell: RecurrentCell, initial_state: Array | Sequence[Array]) -> Carry:
+    states = (initial_state,) if hasattr(initial_state, "ndim") else tuple(initial_state)
+    if len(states) != cell.num_states:
+        raise ValueError(
+            f"{type(cell).__name__} has {cell.num_states} state(s) (Keras order "
+            f"{'[h, c]' if cell.num_states == 2 else '[h]'}), got {len(states)} initial states"
+        )
+    return states
+
+
+class RNN(nn.Module):
+    """A cell scanned over time with ``flax.linen.scan``: ``keras.layers.RNN(cell)``.
+
+    Attributes:
+      cell: an ``LSTMCell``, ``GRUCell`` or ``SimpleRNNCell`` (or any cell with ``project``,
+        ``step``, ``zero_carry``, ``dropout_masks``).
+      return_sequences: return every step's output ``[B, T, U]`` instead of the last ``[B, U]``.
+      return_state: also return the final states: ``(output, h)`` or, for LSTM, ``(output, h, c)``.
+      go_backwards: process the sequence from the last step to the first. As in Keras, the
+        sequence output stays in processing order (``output[:, 0]`` has seen only ``x[:, -1]``).
+      unroll: timesteps unrolled per loop iteration (``True`` unrolls the whole sequence).
+      hoist_input_projection: compute ``x @ kernel`` for all timesteps in one matmul before the
+        time loop (True) or inside it, one step at a time (False). Same values either way; which
+        is faster depends on the backend and sizes.
+    """
+
+    cell: RecurrentCell
+    return_sequences: bool = False
+    return_state: bool = False
+    go_backwards: bool = False
+    unroll: int | bool = 1
+    hoist_input_projection: bool = True
+
+    @nn.compact
+    def __call__(
+        self,
+        inputs: Array,
+        mask: Array | None = None,
+        initial_state: Array | Sequence[Array] | None = None,
+        training: bool = False,
+    ) -> Array | tuple[Array, ...]:
+        """Runs the cell over ``inputs [B, T, D]``.
+
+        Args:
+          inputs: ``[B, T, D]`` floats.
+          mask: optional ``[B, T]`` booleans, False at padding. At a masked step the states are
+            kept unchanged and the output repeats the previous output (Keras ``mask_zero``), so
+            'pre' and 'post' padding both leave the last output equal to the unpadded one.
+          initial_state: states in Keras order (``[h, c]`` for LSTM); zeros when None.
+          training: apply ``dropout``/``recurrent_dropout``. Masks are drawn once per call from the
+            ``'dropout'`` rng and reused at every timestep.
+
+        Returns:
+          ``[B, T, U]`` if ``return_sequences`` else ``[B, U]``; with ``return_state`` a tuple
+          ``(output, *final_states)``.
+        """
+        if inputs.ndim != 3:
+            raise ValueError(f"RNN expects inputs [batch, time, features], got shape {inputs.shape}")
+        batch_size, time_steps, input_dim = inputs.shape
+        cell = self.cell
+        if mask is not None and mask.shape != (batch_size, time_steps):
+            raise ValueError(f"mask must have shape {(batch_size, time_steps)}, got {mask.shape}")
+        carry = (
+            cell.zero_carry(batch_size, inputs.dtype)
+            if initial_state is None
+            else _as_carry(cell, initial_state)
+        )
+
+        input_masks = recurrent_masks = None
+        if training and (cell.dropout > 0 or cell.recurrent_dropout > 0):
+            input_masks, recurrent_masks = cell.dropout_masks(
+                self.make_rng("dropout"), batch_size, input_dim, inputs.dtype
+            )
+
+        if self.go_backwards:
+            inputs = jnp.flip(inputs, axis=1)
+            mask = None if mask is None else jnp.flip(mask, axis=1)
+        if self.hoist_input_projection:
+            xs = cell.project(inputs, input_masks)
+        else:
+            xs = inputs
+
+        hoisted = self.hoist_input_projection
+
+        def body(cell, carry, step_inputs, dropout_masks):
+            x_t, mask_t = step_inputs
+            step_input_masks, step_recurrent_masks = dropout_masks
+            xw_t = x_t if hoisted else cell.project(x_t, step_input_masks)
+            new_carry, _ = cell.step(carry, xw_t, step_recurrent_masks)
+            if mask_t is not None:
+                keep = mask_t[:, None]
+                new_carry = tuple(jnp.where(keep, n, o) for n, o in zip(new_carry, carry))
+            # Every Keras cell outputs its first state, so a masked step repeats the last output.
+            return new_carry, new_carry[0]
+
+        unroll = time_steps if self.unroll is True else max(1, int(self.unroll))
+        scan = nn.scan(
+            body,
+            variable_broadcast="params",
+            split_rngs={"params": False},
+            in_axes=(1, nn.broadcast),
+            out_axes=1,
+            unroll=unroll,
+        )
+        carry, outputs = scan(cell, carry, (xs, mask), (input_masks, recurrent_masks))
+        output = outputs if self.return_sequences else carry[0]
+        return (output, *carry) if self.return_state else output
+
+
+class Bidirectional(nn.Module):
+    """``keras.layers.Bidirectional``: a forward and a backward copy of an ``RNN``.
+
+    The backward layer is ``layer`` with ``go_backwards`` flipped (or ``backward_layer``). With
+    ``return_sequences`` its output is flipped back to input order before merging, as Keras does.
+
+    Attributes:
+      layer: the ``RNN`` to run in both directions.
+      merge_mode: 'concat' (``[..., 2U]``), 'sum', 'mul', 'ave', or None for a tuple
+        ``(forward, backward)``.
+      backward_layer: optional ``RNN`` for the backward direction, used as given: its
+        ``go_backwards`` must differ from ``layer``'s and it must return the same things.
+    """
+
+    layer: RNN
+    merge_mode: str | None = "concat"
+    backward_layer: RNN | None = None
+
+    @nn.compact
+    def __call__(
+        self,
+        inputs: Array,
+        mask: Array | None = None,
+        initial_state: Sequence[Array] | None = None,
+        training: bool = False,
+    ) -> Array | tuple[Array, ...]:
+        """``[B, T, D] -> [B, (T,) 2U]`` (concat) or ``[B, (T,) U]``; with ``return_state``
+        ``(output, *forward_states, *backward_states)``. ``initial_state`` is the forward states
+        followed by the backward states."""
+        if self.merge_mode not in MERGE_MODES:
+            raise ValueError(f"merge_mode must be one of {MERGE_MODES}, got {self.merge_mode!r}")
+        forward = self.layer.clone(parent=self, name="forward", _deep_clone=True)
+        if self.backward_layer is None:
+            backward = self.layer.clone(
+                parent=self, name="backward", _deep_clone=True, go_backwards=not forward.go_backwards
+            )
+        else:
+            backward = self.backward_layer.clone(parent=self, name="backward", _deep_clone=True)
+            if backward.go_backwards == forward.go_backwards:
+                raise ValueError("backward_layer must have the opposite go_backwards of layer")
+        if forward.return_sequences != backward.return_sequences:
+            raise ValueError("forward and backward layers must agree on return_sequences")
+        if forward.return_state != backward.return_state:
+            raise ValueError("forward and backward layers must agree on return_state")
+
+        forward_state = backward_state = None
+        if initial_state is not None:
+            states = list(initial_state)
+            half = len(states) // 2
+            forward_state, backward_state = states[:half], states[half:]
+
+        forward_out = forward(inputs, mask, forward_state, training)
+        backward_out = backward(inputs, mask, backward_state, training)
+        states: tuple[Array, ...] = ()
+        if forward.return_state:
+            forward_out, *forward_states = forward_out
+            backward_out, *backward_states = backward_out
+            states = (*forward_states, *backward_states)
+        if forward.return_sequences:
+            backward_out = jnp.flip(backward_out, axis=1)
+
+        merged = self._merge(forward_out, backward_out)
+        if states:
+            return (*merged, *states) if isinstance(merged, tuple) else (merged, *states)
+        return merged
+
+    def _merge(self, forward: Array, backward: Array) -> Array | tuple[Array, Array]:
+        match self.merge_mode:
+            case "concat":
+                return jnp.concatenate([forward, backward], axis=-1)
+            case "sum":
+                return forward + backward
+            case "mul":
+                return forward * backward
+            case "ave":
+                return (forward + backward) / 2
+            case None:
+                return forward, backward
