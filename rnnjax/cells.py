@@ -108,6 +108,15 @@ class RecurrentCell(nn.Module):
     # Keras forces per-gate dropout masks (implementation=1) when recurrent_dropout > 0.
     per_gate_masks: ClassVar[bool] = True
 
+    def __post_init__(self):
+        if self.units < 1:
+            raise ValueError(f"units must be >= 1, got {self.units}")
+        validate_rate("dropout", self.dropout)
+        validate_rate("recurrent_dropout", self.recurrent_dropout)
+        for name in ("activation", "recurrent_activation"):
+            get_activation(getattr(self, name, "tanh"))
+        super().__post_init__()
+
     @property
     def num_states(self) -> int:
         return 1
@@ -136,8 +145,6 @@ class RecurrentCell(nn.Module):
           number of gates when ``recurrent_dropout > 0`` (and the cell has per-gate masks),
           else 1. A mask is None when its rate is 0.
         """
-        validate_rate("dropout", self.dropout)
-        validate_rate("recurrent_dropout", self.recurrent_dropout)
         count = self.gates if (self.recurrent_dropout > 0 and self.per_gate_masks) else 1
         input_key, recurrent_key = jax.random.split(key)
         input_masks = recurrent_masks = None

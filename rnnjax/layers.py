@@ -93,6 +93,8 @@ class RNN(nn.Module):
             input_masks, recurrent_masks = cell.dropout_masks(
                 self.make_rng("dropout"), batch_size, input_dim, inputs.dtype
             )
+            # Inspectable with mutable=["intermediates"]; a no-op otherwise.
+            self.sow("intermediates", "dropout_masks", (input_masks, recurrent_masks))
 
         if self.go_backwards:
             inputs = jnp.flip(inputs, axis=1)
