@@ -1,0 +1,158 @@
+"""An experiment is a config: data, model and training as frozen data, and ``run`` to carry it out.
+
+``run`` is the tutorials' script: load and pad the data, split off validation, compile (optimizer,
+loss), fit with early stopping and a best-only checkpoint, restore the best weights, evaluate on
+train/validation/test, and write the outputs to a work directory:
+
+``history.json`` (after every epoch), ``metrics.json``, ``summary.txt``, ``loss.png``,
+``accuracy.png``, ``model.png``, ``config.json`` and ``checkpoints/``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from typing import Literal
+
+import jax
+
+from rnnjax import data
+from rnnjax.checkpoint import Checkpoints
+from rnnjax.early_stopping import EarlyStopping, monitor_direction
+from rnnjax.losses import LOSSES
+from rnnjax.models import Classifier, ModelConfig, count_params, init_params
+from rnnjax.optimizers import OPTIMIZERS, get_optimizer
+from rnnjax.plots import history_png, model_png
+from rnnjax.progress import Progress
+from rnnjax.summary import summary
+from rnnjax.train import FitResult, evaluate, fit
+from rnnjax.train_state import TrainState
+from rnnjax.workdir import write_atomic
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """``load_data`` + ``pad_sequences`` + a validation split, as the tutorials do them."""
+
+    dataset: Literal["imdb", "reuters"] = "imdb"
+    num_words: int = 500
+    maxlen: int = 100
+    padding: Literal["pre", "post"] = "pre"
+    truncating: Literal["pre", "post"] = "pre"
+    validation_split: float = 0.2
+    split_seed: int = 42
+    test_split: float = 0.2  # Reuters' train/test split of its single pool
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """``compile`` and ``fit`` arguments, and the ``EarlyStopping`` callback's."""
+
+    optimizer: str = "rmsprop"
+    learning_rate: float = 1e-4
+    loss: str = "binary_crossentropy"
+    batch_size: int = 64
+    epochs: int = 100
+    monitor: str = "val_loss"
+    patience: int = 3
+    restore_best_weights: bool = True
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {sorted(OPTIMIZERS)}, got {self.optimizer!r}")
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch size must be >= 1, got {self.batch_size}")
+        if self.epochs < 1:
+            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+        if self.patience < 0:
+            raise ValueError(f"patience must be >= 0, got {self.patience}")
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning rate must be > 0, got {self.learning_rate}")
+        monitor_direction(self.monitor)
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+    """One tutorial recipe."""
+
+    name: str
+    description: str
+    data: DataConfig
+    model: ModelConfig
+    train: TrainConfig
+
+    def replace(self, **train_fields) -> Experiment:
+        """A copy with some ``TrainConfig`` fields changed (the CLI's flags)."""
+        return dataclasses.replace(self, train=dataclasses.replace(self.train, **train_fields))
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def run(experiment: Experiment, workdir: str, data_dir: str | None = None, quiet: bool = False,
+        per_step: bool = False) -> dict:
+    """Trains and evaluates ``experiment``, writing its outputs to ``workdir``.
+
+    Returns:
+      The final metrics (also ``workdir/metrics.json``).
+    """
+    started = time.perf_counter()
+    splits = data.load_splits(experiment.data, data_dir)
+    os.makedirs(workdir, exist_ok=True)
+    config_json = experiment.to_dict()
+    write_atomic(os.path.join(workdir, "config.json"), json.dumps(config_json, indent=1))
+    seq_len = experiment.data.maxlen
+    write_atomic(os.path.join(workdir, "summary.txt"), summary(experiment.model, seq_len) + "\n")
+    write_atomic(os.path.join(workdir, "model.png"), model_png(experiment.model, seq_len))
+
+    train = experiment.train
+    model = Classifier(experiment.model)
+    init_key, dropout_key = jax.random.split(jax.random.key(train.seed))
+    state = TrainState.create(
+        apply_fn=model.apply,
+        params=init_params(experiment.model, init_key),
+        tx=get_optimizer(train.optimizer, train.learning_rate),
+        rng=dropout_key,
+        loss=train.loss,
+    )
+    early_stopping = EarlyStopping(monitor=train.monitor, patience=train.patience,
+                                   restore_best_weights=train.restore_best_weights)
+    checkpoints = Checkpoints(os.path.join(workdir, "checkpoints"), train.monitor,
+                              early_stopping.direction)
+    steps_per_epoch = -(-len(splits.train[0]) // train.batch_size)
+    try:
+        result: FitResult = fit(
+            state, splits.train, splits.validation,
+            epochs=train.epochs, batch_size=train.batch_size, seed=train.seed,
+            early_stopping=early_stopping, checkpoints=checkpoints, checkpoint_config=config_json,
+            history_path=os.path.join(workdir, "history.json"),
+            progress=Progress(train.epochs, steps_per_epoch, quiet=quiet), per_step=per_step,
+        )
+    finally:
+        checkpoints.close()
+
+    history = result.history
+    for metric in ("loss", "accuracy"):
+        if len(history):
+            write_atomic(os.path.join(workdir, f"{metric}.png"), history_png(history, metric))
+    stopping = result.early_stopping
+    metrics = {
+        "experiment": experiment.name,
+        "epochs_run": len(history),
+        "best_epoch": None if stopping is None or stopping.best is None else stopping.best_epoch + 1,
+        "stopped_epoch": None if stopping is None or not stopping.stopped_epoch
+        else stopping.stopped_epoch + 1,
+        "terminated_on_nan_at": result.nan_at,
+        "params": count_params(result.state.params),
+    }
+    for name, split in (("train", splits.train), ("val", splits.validation), ("test", splits.test)):
+        for key, value in evaluate(result.state, split, train.batch_size).items():
+            metrics[f"{name}_{key}"] = value
+    metrics["seconds"] = time.perf_counter() - started
+    write_atomic(os.path.join(workdir, "metrics.json"), json.dumps(metrics, indent=1))
+    return metrics
