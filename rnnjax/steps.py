@@ -32,7 +32,7 @@ def train_step(state: TrainState, batch: Batch, rng: jax.Array) -> tuple[TrainSt
     """
 
     def loss_fn(params):
-        logits = state.apply_fn({"params": params}, batch["ids"], training=True,
+        logits = state.model.apply({"params": params}, batch["ids"], training=True,
                                 rngs={"dropout": rng})
         losses = compute_loss(state.loss, logits, batch["label"])
         return weighted_mean(losses, batch["weight"]), (logits, losses)
@@ -44,7 +44,7 @@ def train_step(state: TrainState, batch: Batch, rng: jax.Array) -> tuple[TrainSt
 
 def eval_step(state: TrainState, batch: Batch) -> Metrics:
     """Loss and accuracy sums of ``batch`` in inference mode (no dropout)."""
-    logits = state.apply_fn({"params": state.params}, batch["ids"])
+    logits = state.model.apply({"params": state.params}, batch["ids"])
     losses = compute_loss(state.loss, logits, batch["label"])
     return Metrics.from_batch(losses, accuracy(logits, batch["label"]), batch["weight"])
 
@@ -99,4 +99,4 @@ def evaluate_epoch(
 
 def predict_logits(state: TrainState, ids: jax.Array) -> jax.Array:
     """Logits ``[N, C]`` for ``ids [N, T]`` in inference mode."""
-    return state.apply_fn({"params": state.params}, ids)
+    return state.model.apply({"params": state.params}, ids)

@@ -23,6 +23,7 @@ from rnnjax.metrics import History, Metrics
 from rnnjax.models import probabilities
 from rnnjax.progress import Progress
 from rnnjax.train_state import TrainState
+from rnnjax.validation import check_batch_size, check_dataset, check_ids
 from rnnjax.workdir import write_atomic
 
 Arrays = tuple[np.ndarray, np.ndarray]  # (ids [N, T], labels [N])
@@ -111,6 +112,14 @@ def fit(
     Returns:
       A ``FitResult``. Validation logs are prefixed ``val_``; every epoch also logs ``seconds``.
     """
+    config = state.model.config
+    batch_size = check_batch_size(batch_size)
+    if epochs < 1:
+        raise ValueError(f"epochs must be >= 1, got {epochs}")
+    train = check_dataset(train, config.vocab_size, config.num_classes, "training data")
+    if validation is not None:
+        validation = check_dataset(validation, config.vocab_size, config.num_classes,
+                                   "validation data")
     # Epochs donate the state's buffers; copy once so the caller's state stays usable.
     state = jax.tree.map(jnp.copy, state)
     train_data = to_device(train)
@@ -176,14 +185,17 @@ def _loop_state(epoch: int, history: History, early_stopping: EarlyStopping | No
 
 def evaluate(state: TrainState, data: Arrays, batch_size: int = 32) -> dict[str, float]:
     """Keras ``model.evaluate``: ``{"loss", "accuracy"}`` over ``data`` in inference mode."""
+    config = state.model.config
+    data = check_dataset(data, config.vocab_size, config.num_classes, "evaluation data")
+    batch_size = check_batch_size(batch_size)
     indices, weights = epoch_indices(len(data[0]), batch_size, shuffle=False)
     return _evaluate_epoch(state, to_device(data), indices, weights).compute()
 
 
 def predict(state: TrainState, ids: np.ndarray, batch_size: int = 32) -> np.ndarray:
     """Keras ``model.predict``: probabilities ``[N, C]`` (sigmoid or softmax of the logits)."""
-    if len(ids) == 0:
-        raise ValueError("predict needs at least one sequence, got none")
+    ids = check_ids(ids, state.model.config.vocab_size, "predict ids")
+    batch_size = check_batch_size(batch_size)
     outputs = []
     for start in range(0, len(ids), batch_size):
         chunk = np.asarray(ids[start : start + batch_size])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -10,9 +9,11 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
+from rnnjax.models import Classifier
+
 
 class TrainState(struct.PyTreeNode):
-    """The training state. ``apply_fn``, ``tx`` and ``loss`` are static (not leaves), so the state
+    """The training state. ``model``, ``tx`` and ``loss`` are static (not leaves), so the state
     can be jitted, donated, vmapped over K models and checkpointed as it is.
 
     Attributes:
@@ -21,7 +22,7 @@ class TrainState(struct.PyTreeNode):
       opt_state: optimizer state.
       rng: base key; step ``s`` draws its dropout masks from ``fold_in(rng, s)``, so a resumed run
         draws the same masks as an uninterrupted one.
-      apply_fn: ``Classifier.apply``.
+      model: the ``Classifier`` (its ``config`` says which ids and labels are valid).
       tx: the optax optimizer.
       loss: Keras loss name (see ``rnnjax.losses``).
     """
@@ -30,18 +31,18 @@ class TrainState(struct.PyTreeNode):
     params: Any
     opt_state: Any
     rng: jax.Array
-    apply_fn: Callable = struct.field(pytree_node=False)
+    model: Classifier = struct.field(pytree_node=False)
     tx: optax.GradientTransformation = struct.field(pytree_node=False)
     loss: str = struct.field(pytree_node=False)
 
     @classmethod
-    def create(cls, *, apply_fn, params, tx, rng, loss) -> TrainState:
+    def create(cls, *, model, params, tx, rng, loss) -> TrainState:
         return cls(
             step=jnp.zeros([], jnp.int32),
             params=params,
             opt_state=tx.init(params),
             rng=rng,
-            apply_fn=apply_fn,
+            model=model,
             tx=tx,
             loss=loss,
         )

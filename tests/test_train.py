@@ -31,7 +31,7 @@ def _data(rng, n, time=12):
 def _state(seed=0, lr=1e-2):
     model = Classifier(CONFIG)
     init_key, dropout_key = jax.random.split(jax.random.key(seed))
-    return TrainState.create(apply_fn=model.apply, params=init_params(CONFIG, init_key),
+    return TrainState.create(model=model, params=init_params(CONFIG, init_key),
                              tx=rmsprop(lr), rng=dropout_key, loss="binary_crossentropy")
 
 
@@ -141,3 +141,30 @@ def test_history_json_round_trip():
     again = History.from_json(history.to_json())
     assert again.epochs[1] == {"loss": 0.5} and np.isnan(again.history["val_loss"][0])
     assert os.path.basename(__file__) and json.loads(history.to_json())["epochs"][0]["loss"] == 1.0
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda x, y: (x.astype(np.float32) + 0.5, y), "must hold integer token ids"),
+        (lambda x, y: (np.where(x == x[3, 4], 50, x), y), r"training data ids\[3, 4\] = 50 is "
+         r"outside the vocabulary \[0, 50\)"),
+        (lambda x, y: (np.where(x == x[0, 0], -1, x), y), "outside the vocabulary"),
+        (lambda x, y: (x, np.where(np.arange(len(y)) == 7, 2, y)),
+         r"training data labels\[7\] = 2 is not a class id in \[0, 2\)"),
+        (lambda x, y: (x, y[:-1]), "labels has 202 entries but there are 203 sequences"),
+        (lambda x, y: (x[:0], y[:0]), "is empty"),
+    ],
+)
+def test_bad_training_data_is_a_clear_error(splits, mutate, message):
+    train, val = splits
+    with pytest.raises(ValueError, match=message):
+        fit(_state(), mutate(*train), val, epochs=1, batch_size=32)
+
+
+def test_bad_batch_size_and_predict_ids(splits):
+    train, _ = splits
+    with pytest.raises(ValueError, match="batch_size must be a positive integer, got 0"):
+        fit(_state(), train, epochs=1, batch_size=0)
+    with pytest.raises(ValueError, match=r"predict ids\[0, 1\] = 99"):
+        predict(_state(), np.asarray([[1, 99]]))
