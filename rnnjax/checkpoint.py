@@ -52,7 +52,8 @@ class Checkpoints:
         return self._best.best_step()
 
     @property
-    def latest_epoch(self) -> int | None:
+    def latest_step(self) -> int | None:
+        """Optimizer steps of the latest checkpoint (None before the first save)."""
         return self._latest.latest_step()
 
     def is_new_best(self, logs: dict[str, float]) -> bool:
@@ -72,14 +73,14 @@ class Checkpoints:
             metrics={self.monitor: self.best_value},
         )
 
-    def save_latest(self, epoch: int, state: Any, loop: dict, config: dict) -> None:
-        """``state``: the ``TrainState`` pytree; ``loop``: JSON host state (history, early stopping)."""
-        self._latest.save(
-            epoch,
-            args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                    loop=ocp.args.JsonSave(loop),
-                                    config=ocp.args.JsonSave(config)),
-        )
+    def save_latest(self, step: int, state: Any, best_params: Any, loop: dict, config: dict) -> None:
+        """``state``: the ``TrainState`` pytree; ``best_params``: the weights early stopping would
+        restore (or None); ``loop``: JSON host state (position, history, early stopping)."""
+        items = dict(state=ocp.args.StandardSave(state), loop=ocp.args.JsonSave(loop),
+                     config=ocp.args.JsonSave(config))
+        if best_params is not None:
+            items["best_params"] = ocp.args.StandardSave(best_params)
+        self._latest.save(step, args=ocp.args.Composite(**items))
 
     def restore_best_params(self, abstract_params: Any) -> Any:
         self._best.wait_until_finished()
@@ -89,15 +90,18 @@ class Checkpoints:
         )
         return restored["params"]
 
-    def restore_latest(self, abstract_state: Any) -> tuple[Any, dict]:
-        """``(state, loop)`` of the latest checkpoint."""
+    def restore_latest(self, like_state: Any) -> tuple[Any, Any, dict]:
+        """``(state, best_params or None, loop)`` of the latest checkpoint, restored into the
+        structure (and static fields) of ``like_state``."""
         self._latest.wait_until_finished()
-        restored = self._latest.restore(
-            self._latest.latest_step(),
-            args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state),
-                                    loop=ocp.args.JsonRestore()),
-        )
-        return restored["state"], restored["loop"]
+        step = self._latest.latest_step()
+        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like_state)
+        items = dict(state=ocp.args.StandardRestore(abstract), loop=ocp.args.JsonRestore())
+        has_best = os.path.isdir(os.path.join(self._latest.directory, str(step), "best_params"))
+        if has_best:
+            items["best_params"] = ocp.args.StandardRestore(abstract.params)
+        restored = self._latest.restore(step, args=ocp.args.Composite(**items))
+        return restored["state"], restored["best_params"] if has_best else None, restored["loop"]
 
     def close(self) -> None:
         """Waits for asynchronous saves to land, then releases the managers."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 
 from rnnjax.experiment import Experiment, run
@@ -41,19 +42,44 @@ def build_parser(experiment: Experiment) -> argparse.ArgumentParser:
     parser.add_argument("--per-step", action="store_true",
                         help="dispatch step by step (a live progress bar) instead of one call "
                         "per epoch")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in --workdir from its latest checkpoint")
     parser.add_argument("--quiet", action="store_true", help="no progress output")
     parser.add_argument("--summary", action="store_true", help="print the model summary and exit")
     return parser
 
 
-def _check_workdir(workdir: str) -> None:
+def _check_workdir(workdir: str, resume: bool) -> None:
+    if resume:
+        if not os.path.isdir(os.path.join(workdir, "checkpoints")):
+            raise UsageError(f"nothing to resume in {workdir!r}: it has no checkpoints/")
+        return
     if os.path.isdir(workdir) and os.listdir(workdir):
-        raise UsageError(f"workdir {workdir!r} is not empty; choose another --workdir")
+        raise UsageError(f"workdir {workdir!r} is not empty; pass --resume to continue that run "
+                         "or choose another --workdir")
     parent = os.path.dirname(os.path.abspath(workdir))
     while not os.path.exists(parent):
         parent = os.path.dirname(parent)
-    if not os.access(parent, os.W_OK):
-        raise UsageError(f"cannot write to {parent!r}; choose a writable --workdir")
+    if not os.access(parent, os.W_OK) or not os.path.isdir(parent):
+        raise UsageError(f"cannot create {workdir!r} ({parent!r} is not a writable directory); "
+                         "choose another --workdir")
+
+
+class _Interrupt:
+    """Ctrl-C sets a flag the training loop polls, so the current step finishes and is saved."""
+
+    def __init__(self):
+        self.requested = False
+
+    def __call__(self) -> bool:
+        return self.requested
+
+    def handle(self, signum, frame):
+        if self.requested:  # a second Ctrl-C stops at once
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\nInterrupt: finishing the current step and saving (Ctrl-C again to abort)",
+              file=sys.stderr, flush=True)
 
 
 def main(experiment: Experiment, argv: list[str] | None = None) -> int:
@@ -69,13 +95,29 @@ def main(experiment: Experiment, argv: list[str] | None = None) -> int:
         if args.summary:
             print(summary(experiment.model, experiment.data.maxlen))
             return 0
+        if args.resume and not args.workdir:
+            raise UsageError("--resume needs the --workdir of the run to continue")
         workdir = args.workdir or default_workdir(experiment.name)
-        _check_workdir(workdir)
-        metrics = run(experiment, workdir, data_dir=args.data_dir, quiet=args.quiet,
-                      per_step=args.per_step)
+        _check_workdir(workdir, args.resume)
+        interrupt = _Interrupt()
+        previous = signal.signal(signal.SIGINT, interrupt.handle)
+        try:
+            metrics = run(experiment, workdir, data_dir=args.data_dir, quiet=args.quiet,
+                          per_step=args.per_step, resume=args.resume, should_stop=interrupt)
+        finally:
+            signal.signal(signal.SIGINT, previous)
     except (UsageError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return USAGE_ERROR
+    if metrics is None:
+        command = " ".join(["python -m", f"experiments.{experiment.name}",
+                            *(argv if argv is not None else sys.argv[1:])])
+        if "--resume" not in command:
+            command += " --resume"
+        if "--workdir" not in command:
+            command += f" --workdir {workdir}"
+        print(f"Saved. Resume with: {command}", file=sys.stderr)
+        return 130
     if not args.quiet:
         print(f"test_loss: {metrics['test_loss']:.4f} - test_accuracy: {metrics['test_accuracy']:.4f}"
               f" - outputs in {workdir}")

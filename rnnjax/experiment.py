@@ -95,17 +95,24 @@ class Experiment:
 
 
 def run(experiment: Experiment, workdir: str, data_dir: str | None = None, quiet: bool = False,
-        per_step: bool = False) -> dict:
+        per_step: bool = False, resume: bool = False, should_stop=lambda: False) -> dict | None:
     """Trains and evaluates ``experiment``, writing its outputs to ``workdir``.
 
+    With ``resume``, continues from the latest checkpoint in ``workdir`` (which must hold the same
+    experiment). ``should_stop`` is polled between steps/epochs (Ctrl-C); when it stops the run,
+    the latest checkpoint is saved and None is returned.
+
     Returns:
-      The final metrics (also ``workdir/metrics.json``).
+      The final metrics (also ``workdir/metrics.json``), or None when interrupted.
     """
     started = time.perf_counter()
+    config_json = experiment.to_dict()
+    config_path = os.path.join(workdir, "config.json")
+    if resume:
+        _check_same_experiment(config_path, config_json)
     splits = data.load_splits(experiment.data, data_dir)
     os.makedirs(workdir, exist_ok=True)
-    config_json = experiment.to_dict()
-    write_atomic(os.path.join(workdir, "config.json"), json.dumps(config_json, indent=1))
+    write_atomic(config_path, json.dumps(config_json, indent=1))
     seq_len = experiment.data.maxlen
     write_atomic(os.path.join(workdir, "summary.txt"), summary(experiment.model, seq_len) + "\n")
     write_atomic(os.path.join(workdir, "model.png"), model_png(experiment.model, seq_len))
@@ -130,11 +137,14 @@ def run(experiment: Experiment, workdir: str, data_dir: str | None = None, quiet
             state, splits.train, splits.validation,
             epochs=train.epochs, batch_size=train.batch_size, seed=train.seed,
             early_stopping=early_stopping, checkpoints=checkpoints, checkpoint_config=config_json,
-            history_path=os.path.join(workdir, "history.json"),
+            resume=resume, history_path=os.path.join(workdir, "history.json"),
             progress=Progress(train.epochs, steps_per_epoch, quiet=quiet), per_step=per_step,
+            should_stop=should_stop,
         )
     finally:
         checkpoints.close()
+    if result.interrupted:
+        return None
 
     history = result.history
     for metric in ("loss", "accuracy"):
@@ -156,3 +166,18 @@ def run(experiment: Experiment, workdir: str, data_dir: str | None = None, quiet
     metrics["seconds"] = time.perf_counter() - started
     write_atomic(os.path.join(workdir, "metrics.json"), json.dumps(metrics, indent=1))
     return metrics
+
+
+def _check_same_experiment(config_path: str, config_json: dict) -> None:
+    if not os.path.exists(config_path):
+        raise ValueError(f"nothing to resume: {config_path!r} does not exist")
+    with open(config_path) as f:
+        saved = json.load(f)
+    # JSON has no tuples: compare through a JSON round trip.
+    current = json.loads(json.dumps(config_json))
+    if saved != current:
+        changed = sorted(key for key in current if saved.get(key) != current.get(key))
+        raise ValueError(
+            f"cannot resume: the run in {os.path.dirname(config_path)!r} used a different "
+            f"{', '.join(changed)} config; resume with the same flags or use a new --workdir"
+        )

@@ -42,14 +42,52 @@ def to_device(arrays: Arrays) -> steps.Dataset:
 
 
 @dataclasses.dataclass(frozen=True)
+class LoopState:
+    """Where ``fit`` is, besides the ``TrainState``: what a resumed run needs to continue exactly.
+
+    ``epoch`` is the epoch in progress (0-based) and ``step`` how many of its steps are done (non-zero
+    only after an interrupt in per-step mode), with ``totals`` their metric sums.
+    """
+
+    epoch: int = 0
+    step: int = 0
+    totals: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    history: History = History()
+    early_stopping: EarlyStopping | None = None
+
+    def to_json(self) -> dict:
+        return {
+            "epoch": self.epoch,
+            "step": self.step,
+            "totals": list(self.totals),
+            "history": list(self.history.epochs),
+            "early_stopping": None if self.early_stopping is None
+            else dataclasses.asdict(self.early_stopping),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict) -> LoopState:
+        stopping = data.get("early_stopping")
+        return cls(
+            epoch=data["epoch"],
+            step=data["step"],
+            totals=tuple(data["totals"]),
+            history=History(tuple(data["history"])),
+            early_stopping=None if stopping is None else EarlyStopping(**stopping),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
 class FitResult:
     """What ``fit`` ends with. ``state`` holds the restored best weights when early stopping
-    restores them; ``nan_at`` is ``(epoch, step)`` (1-based) when a non-finite loss ended it."""
+    restores them; ``nan_at`` is ``(epoch, step)`` (1-based) when a non-finite loss ended it;
+    ``interrupted`` when ``should_stop`` asked it to stop (the latest checkpoint has the rest)."""
 
     state: TrainState
     history: History
     early_stopping: EarlyStopping | None
     nan_at: tuple[int, int] | None = None
+    interrupted: bool = False
 
 
 def _first_non_finite(step_losses: np.ndarray) -> int | None:
@@ -57,19 +95,28 @@ def _first_non_finite(step_losses: np.ndarray) -> int | None:
     return int(bad[0]) + 1 if bad.size else None
 
 
-def _run_per_step(state, data, indices, weights, progress):
-    """An epoch one jitted step at a time, for a live progress bar; stops at a non-finite loss."""
-    totals = Metrics.zeros()
+def _totals(values: tuple[float, float, float]) -> Metrics:
+    return Metrics(*(jnp.asarray(v, jnp.float32) for v in values))
+
+
+def _run_per_step(state, data, indices, weights, totals, first_step, progress, should_stop):
+    """Steps ``first_step..S`` of an epoch, one jitted dispatch each, for a live progress bar.
+
+    Stops after a non-finite loss, or after any step once ``should_stop()`` is true; returns the
+    state, the epoch's running totals, the per-step losses and the number of steps done.
+    """
     step_losses = []
-    for step in range(indices.shape[0]):
+    step = first_step
+    while step < indices.shape[0]:
         batch = _gather_batch(data, indices[step], weights[step])
         state, metrics = _train_step(state, batch, steps.step_rng(state))
         totals = totals.merge(metrics)
+        step += 1
         step_losses.append(float(metrics.loss_sum / jnp.maximum(metrics.count, 1.0)))
-        progress.step_end(step + 1, totals.compute())
-        if not math.isfinite(step_losses[-1]):
+        progress.step_end(step, totals.compute())
+        if not math.isfinite(step_losses[-1]) or should_stop():
             break
-    return state, totals, np.asarray(step_losses)
+    return state, totals, np.asarray(step_losses), step
 
 
 def fit(
@@ -83,11 +130,11 @@ def fit(
     early_stopping: EarlyStopping | None = None,
     checkpoints: Checkpoints | None = None,
     checkpoint_config: dict | None = None,
+    resume: bool = False,
     history_path: str | None = None,
     progress: Progress | None = None,
     per_step: bool = False,
-    initial_epoch: int = 0,
-    history: History = History(),
+    should_stop=lambda: False,
 ) -> FitResult:
     """Keras ``model.fit(x, y, validation_data=..., epochs, batch_size, callbacks=[...])``.
 
@@ -96,18 +143,22 @@ def fit(
     compiled call; ``per_step=True`` dispatches step by step so a live bar can follow.
 
     Args:
-      state: the initial ``TrainState``.
+      state: the initial ``TrainState`` (also the structure a resumed state is restored into).
       train, validation: ``(ids [N, T] int, labels [N])`` numpy arrays.
-      epochs: the last epoch to run (Keras' ``epochs``; with ``initial_epoch`` it resumes).
+      epochs: the number of epochs (Keras' ``epochs``).
       batch_size: examples per step (validation uses the same).
       seed: the shuffling seed.
       early_stopping: Keras ``EarlyStopping`` record, or None.
-      checkpoints: where to keep the best (by ``checkpoints.monitor``) and the latest checkpoint.
+      checkpoints: where to keep the best (by ``checkpoints.monitor``) and, after every epoch, the
+        latest checkpoint (state, best weights, loop position, history).
       checkpoint_config: JSON config stored with each checkpoint (to rebuild the model).
+      resume: continue from ``checkpoints``' latest checkpoint, when there is one. Shuffling and
+        dropout depend only on the seed, epoch and step, so the result equals an uninterrupted run.
       history_path: ``history.json`` rewritten atomically after every epoch.
       progress: where progress goes (a quiet one when None).
       per_step: one dispatch per step instead of one per epoch.
-      initial_epoch, history: where a resumed run continues.
+      should_stop: polled after every step (per-step mode) or epoch; when it returns True the run
+        saves the latest checkpoint and returns with ``interrupted=True`` (Ctrl-C handling).
 
     Returns:
       A ``FitResult``. Validation logs are prefixed ``val_``; every epoch also logs ``seconds``.
@@ -120,6 +171,11 @@ def fit(
     if validation is not None:
         validation = check_dataset(validation, config.vocab_size, config.num_classes,
                                    "validation data")
+    loop = LoopState(early_stopping=early_stopping)
+    best_params = None
+    if resume and checkpoints is not None and checkpoints.latest_step is not None:
+        state, best_params, saved = checkpoints.restore_latest(state)
+        loop = LoopState.from_json(saved)
     # Epochs donate the state's buffers; copy once so the caller's state stays usable.
     state = jax.tree.map(jnp.copy, state)
     train_data = to_device(train)
@@ -130,21 +186,39 @@ def fit(
         val_indices, val_weights = epoch_indices(len(validation[0]), batch_size, shuffle=False)
     num_steps = math.ceil(num_examples / batch_size)
     progress = progress or Progress(epochs, num_steps, quiet=True)
-    best_params = None
+    history, early_stopping = loop.history, loop.early_stopping
     nan_at = None
+    interrupted = False
 
-    for epoch in range(initial_epoch, epochs):
+    def save_latest(position: LoopState) -> None:
+        if checkpoints is not None:
+            checkpoints.save_latest(int(state.step), state, best_params, position.to_json(),
+                                    checkpoint_config or {})
+
+    for epoch in range(loop.epoch, epochs):
         start = time.perf_counter()
         progress.epoch_begin(epoch)
         indices, weights = epoch_indices(num_examples, batch_size, seed=seed, epoch=epoch)
+        first_step = loop.step if epoch == loop.epoch else 0
+        totals = _totals(loop.totals) if first_step else Metrics.zeros()
         if per_step:
-            state, totals, step_losses = _run_per_step(state, train_data, indices, weights, progress)
+            state, totals, step_losses, done = _run_per_step(
+                state, train_data, indices, weights, totals, first_step, progress, should_stop)
         else:
-            state, totals, step_losses = _train_epoch(state, train_data, indices, weights)
+            state, epoch_totals, step_losses = _train_epoch(
+                state, train_data, indices[first_step:], weights[first_step:])
+            totals, done = totals.merge(epoch_totals), num_steps
         bad_step = _first_non_finite(np.asarray(step_losses))
         if bad_step is not None:
-            nan_at = (epoch + 1, bad_step)
-            progress.print(f"Epoch {epoch + 1}, step {bad_step}: invalid loss, terminating training")
+            nan_at = (epoch + 1, first_step + bad_step)
+            progress.print(f"Epoch {epoch + 1}, step {nan_at[1]}: invalid loss "
+                           f"{step_losses[bad_step - 1]}, terminating training")
+            break
+        if done < num_steps:  # interrupted inside the epoch
+            totals_host = tuple(float(v) for v in jax.device_get(
+                (totals.loss_sum, totals.correct_sum, totals.count)))
+            save_latest(LoopState(epoch, done, totals_host, history, early_stopping))
+            interrupted = True
             break
         logs = totals.compute()
         if val_data is not None:
@@ -156,31 +230,24 @@ def fit(
             early_stopping = early_stopping.update(epoch, logs)
             if early_stopping.improved and early_stopping.restore_best_weights:
                 best_params = jax.tree.map(jnp.copy, state.params)  # the next epoch donates state
-        if checkpoints is not None:
-            if checkpoints.is_new_best(logs):
-                checkpoints.save_best(epoch, state.params, logs, checkpoint_config or {})
-            checkpoints.save_latest(epoch, state, _loop_state(epoch, history, early_stopping),
-                                    checkpoint_config or {})
+        if checkpoints is not None and checkpoints.is_new_best(logs):
+            checkpoints.save_best(epoch, state.params, logs, checkpoint_config or {})
+        save_latest(LoopState(epoch + 1, 0, (0.0, 0.0, 0.0), history, early_stopping))
         if history_path is not None:
             write_atomic(history_path, history.to_json())
         progress.epoch_end({k: v for k, v in logs.items() if k != "seconds"})
         if early_stopping is not None and early_stopping.stop_training:
             break
+        if should_stop():
+            interrupted = epoch + 1 < epochs
+            break
 
-    if early_stopping is not None:
+    if early_stopping is not None and not interrupted:
         for line in early_stopping.messages():
             progress.print(line)
         if early_stopping.restores and best_params is not None:
             state = state.replace(params=best_params)
-    return FitResult(state, history, early_stopping, nan_at)
-
-
-def _loop_state(epoch: int, history: History, early_stopping: EarlyStopping | None) -> dict:
-    return {
-        "epoch": epoch,
-        "history": list(history.epochs),
-        "early_stopping": None if early_stopping is None else dataclasses.asdict(early_stopping),
-    }
+    return FitResult(state, history, early_stopping, nan_at, interrupted)
 
 
 def evaluate(state: TrainState, data: Arrays, batch_size: int = 32) -> dict[str, float]:
