@@ -1,0 +1,111 @@
+"""A training process for the resume tests (run as a subprocess, killed, and resumed).
+
+    python resume_worker.py WORKDIR [--per-step] [--kill-at-step E:S] [--interrupt-at-step E:S]
+                            [--kill-in-save N] [--resume]
+
+Trains a small LSTM on synthetic data with checkpoints in WORKDIR and writes ``result.json`` and
+``params.npz`` there when it finishes. ``--kill-at-step E:S`` SIGKILLs itself after step S of epoch E
+(1-based, per-step mode); ``--interrupt-at-step E:S`` asks fit to stop there, as Ctrl-C does
+(exit status 130); ``--kill-in-save N`` SIGKILLs itself while the N-th latest checkpoint is
+being written (Orbax saves asynchronously, so the kill lands mid-save).
+"""
+
+import argparse
+import json
+import os
+import signal
+import sys
+
+import jax
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from rnnjax import Classifier, LayerSpec, ModelConfig, init_params  # noqa: E402
+from rnnjax.checkpoint import Checkpoints  # noqa: E402
+from rnnjax.early_stopping import EarlyStopping  # noqa: E402
+from rnnjax.optimizers import adam  # noqa: E402
+from rnnjax.progress import Progress  # noqa: E402
+from rnnjax.train import fit  # noqa: E402
+from rnnjax.train_state import TrainState  # noqa: E402
+
+CONFIG = ModelConfig(40, 6, (LayerSpec("lstm", 5, dropout=0.3),))
+EPOCHS = 5
+
+
+def data():
+    rng = np.random.default_rng(3)
+    ids = rng.integers(1, 40, size=(150, 10)).astype(np.int32)
+    labels = ((ids[:, -3:] < 20).sum(1) >= 2).astype(np.int32)
+    return (ids[:110], labels[:110]), (ids[110:], labels[110:])
+
+
+class TriggerProgress(Progress):
+    """Calls ``action`` after step S of epoch E (both 1-based)."""
+
+    def __init__(self, at, action):
+        super().__init__(EPOCHS, 4, quiet=True)
+        self.at, self.action, self.epoch = tuple(map(int, at.split(":"))), action, -1
+
+    def epoch_begin(self, epoch):
+        self.epoch = epoch
+        super().epoch_begin(epoch)
+
+    def step_end(self, step, logs):
+        if (self.epoch + 1, step) == self.at:
+            self.action()
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("workdir")
+    parser.add_argument("--per-step", action="store_true")
+    parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--kill-at-step")
+    parser.add_argument("--interrupt-at-step")
+    parser.add_argument("--kill-in-save", type=int)
+    args = parser.parse_args()
+
+    if args.kill_in_save:
+        original = Checkpoints.save_latest
+        calls = []
+
+        def save_then_die(self, *a, **k):
+            original(self, *a, **k)
+            calls.append(1)
+            if len(calls) == args.kill_in_save:
+                os.kill(os.getpid(), signal.SIGKILL)  # the async write is still in flight
+
+        Checkpoints.save_latest = save_then_die
+
+    progress = None
+    interrupted = []
+    if args.kill_at_step:
+        progress = TriggerProgress(args.kill_at_step, lambda: os.kill(os.getpid(), signal.SIGKILL))
+    if args.interrupt_at_step:
+        progress = TriggerProgress(args.interrupt_at_step, lambda: interrupted.append(1))
+    model = Classifier(CONFIG)
+    init_key, dropout_key = jax.random.split(jax.random.key(0))
+    state = TrainState.create(model=model, params=init_params(CONFIG, init_key), tx=adam(1e-2),
+                              rng=dropout_key, loss="binary_crossentropy")
+    checkpoints = Checkpoints(os.path.join(args.workdir, "checkpoints"))
+    train, val = data()
+    try:
+        result = fit(state, train, val, epochs=EPOCHS, batch_size=32, seed=1,
+                     early_stopping=EarlyStopping(patience=10, restore_best_weights=True),
+                     checkpoints=checkpoints, resume=args.resume, per_step=args.per_step,
+                     progress=progress, should_stop=lambda: bool(interrupted))
+    finally:
+        checkpoints.close()
+    if result.interrupted:
+        sys.exit(130)
+    history = [{k: v for k, v in e.items() if k != "seconds"} for e in result.history.epochs]
+    with open(os.path.join(args.workdir, "result.json"), "w") as f:
+        json.dump({"history": history, "best_epoch": result.early_stopping.best_epoch}, f)
+    leaves = jax.tree_util.tree_leaves_with_path(result.state.params)
+    np.savez(os.path.join(args.workdir, "params.npz"),
+             **{jax.tree_util.keystr(path): np.asarray(leaf) for path, leaf in leaves})
+
+
+if __name__ == "__main__":
+    main()
