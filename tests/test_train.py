@@ -168,3 +168,25 @@ def test_bad_batch_size_and_predict_ids(splits):
         fit(_state(), train, epochs=1, batch_size=0)
     with pytest.raises(ValueError, match=r"predict ids\[0, 1\] = 99"):
         predict(_state(), np.asarray([[1, 99]]))
+
+
+def test_nan_mid_training_stops_and_keeps_the_best_checkpoint(splits, tmp_path):
+    """A learning rate that turns NaN at step 17 (epoch 3, step 3 with 7 steps an epoch)."""
+    train, val = splits
+    schedule = lambda count: jnp.where(count == 16, jnp.nan, 1e-2)  # noqa: E731
+    model = Classifier(CONFIG)
+    state = TrainState.create(model=model, params=init_params(CONFIG, jax.random.key(0)),
+                              tx=rmsprop(schedule), rng=jax.random.key(1),
+                              loss="binary_crossentropy")
+    checkpoints = Checkpoints(str(tmp_path))
+    result = fit(state, train, val, epochs=5, batch_size=32, checkpoints=checkpoints,
+                 early_stopping=EarlyStopping(patience=5, restore_best_weights=True),
+                 checkpoint_config={"model": _model_dict()})
+    checkpoints.close()
+    # Step 17 applies the NaN update; step 18 is the first whose loss is NaN.
+    assert result.nan_at == (3, 4) and len(result.history) == 2
+    chex.assert_tree_all_finite(result.state.params)  # the best epoch's weights, restored
+    _, params, _ = load_model(str(tmp_path))
+    best = int(np.argmin(result.history.history["val_loss"]))
+    assert result.early_stopping.best_epoch == best
+    chex.assert_trees_all_close(params, result.state.params)
