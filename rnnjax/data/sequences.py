@@ -54,8 +54,9 @@ class Ragged:
     def to_arrays(self) -> np.ndarray:
         """object ``[N]`` of 1-D views into ``values``: the layout of Keras' ``load_data`` outputs."""
         out = np.empty(self.num_rows, dtype=object)
-        for i, row in enumerate(np.split(self.values, self.offsets[1:-1])):
-            out[i] = row
+        offsets = self.offsets.tolist()
+        for i in range(self.num_rows):
+            out[i] = self.values[offsets[i] : offsets[i + 1]]
         return out
 
 

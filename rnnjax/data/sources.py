@@ -75,12 +75,13 @@ def ensure_prepared(
       ValueError: prepared in another file format, or the archive is corrupt.
     """
     data_dir = resolve_data_dir(data_dir)
-    builder = builder_cls(data_dir=os.fspath(data_dir), file_format="array_record")
-    target = Path(builder.data_dir)
+    # Without file_format, a builder takes the format of the data already there (or the default).
+    target = Path(builder_cls(data_dir=os.fspath(data_dir)).data_dir)
     if not (target / "dataset_info.json").is_file():
         manual_dir = Path(manual_dir) if manual_dir else data_dir / "downloads" / "manual"
         if not (manual_dir / builder_cls.ARCHIVE).is_file():
             _check_download(builder_cls, data_dir, manual_dir, download)
+        builder = builder_cls(data_dir=os.fspath(data_dir), file_format="array_record")
         try:
             builder.download_and_prepare(
                 download_config=tfds.download.DownloadConfig(manual_dir=os.fspath(manual_dir))
