@@ -23,7 +23,6 @@ Shape letters: N examples, T time steps, S steps per epoch, B batch size.
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Iterator
 from typing import Any, NamedTuple
@@ -127,7 +126,9 @@ def to_device(x: np.ndarray, y: np.ndarray, device: Any = None) -> DeviceData:
     if len(x) != len(y):
         raise ValueError(f"x has {len(x)} examples but y has {len(y)}")
     if x.ndim != 2 or not np.issubdtype(x.dtype, np.integer):
-        raise ValueError(f"x must be integer [N, T] (pad_sequences output), got {x.dtype} {x.shape}")
+        raise ValueError(
+            f"x must be integer [N, T] (pad_sequences output), got {x.dtype} {x.shape}"
+        )
     y = y.astype(np.float32 if np.issubdtype(y.dtype, np.floating) else np.int32)
     return DeviceData(jax.device_put(x.astype(np.int32), device), jax.device_put(y, device))
 

@@ -54,20 +54,23 @@ def test_order_depends_on_seed_and_epoch_only():
 def assert_same_batches(n, batch_size, seed, epoch, shuffle):
     x, y = dataset(n)
     host = list(batches(x, y, batch_size, seed=seed, epoch=epoch, shuffle=shuffle))
-    indices, weights = jit_batch_indices(seed, epoch, n=n, batch_size=batch_size,
-                                         shuffle=shuffle)
+    indices, weights = jit_batch_indices(seed, epoch, n=n, batch_size=batch_size, shuffle=shuffle)
     steps = steps_per_epoch(n, batch_size)
     chex.assert_shape([indices, weights], (steps, batch_size))
     chex.assert_type([indices, weights], [jnp.int32, jnp.float32])
     indices, weights = np.asarray(indices), np.asarray(weights)
     assert len(host) == steps
-    assert [len(yb) for _, yb in host] == [batch_size] * (steps - 1) + [n - (steps - 1) * batch_size]
+    assert [len(yb) for _, yb in host] == [batch_size] * (steps - 1) + [
+        n - (steps - 1) * batch_size
+    ]
     order = epoch_permutation(seed, epoch, n) if shuffle else np.arange(n)
     np.testing.assert_array_equal(np.concatenate([yb for _, yb in host]), order)
-    for (xb, yb), rows, w in zip(host, indices, weights):
+    for (xb, yb), rows, w in zip(host, indices, weights, strict=True):
         np.testing.assert_array_equal(x[rows[w > 0]], xb)
         np.testing.assert_array_equal(y[rows[w > 0]], yb)
-    assert weights.sum() == n and (weights.ravel()[n:] == 0).all() and (weights.ravel()[:n] == 1).all()
+    assert (
+        weights.sum() == n and (weights.ravel()[n:] == 0).all() and (weights.ravel()[:n] == 1).all()
+    )
     assert ((indices >= 0) & (indices < n)).all()  # padding slots point at valid rows
 
 
@@ -86,7 +89,8 @@ def test_host_and_device_agree_for_any_seed_and_epoch(seed, epoch):
 def test_traced_seed_and_epoch_give_the_python_int_result():
     expected = batch_indices(11, 4, n=37, batch_size=8)
     traced = jax.jit(lambda s, e: batch_indices(s, e, n=37, batch_size=8))(
-        jnp.int32(11), jnp.int32(4))
+        jnp.int32(11), jnp.int32(4)
+    )
     chex.assert_trees_all_equal(expected, traced)
 
 
@@ -95,9 +99,14 @@ def test_weighted_means_over_a_padded_epoch_equal_keras_means():
     losses = rng.random(1000).astype(np.float32)
     indices, weights = batch_indices(3, 0, n=1000, batch_size=128)
     per_step = [losses[i] for i in np.asarray(indices)]
-    weighted = sum((p * w).sum() for p, w in zip(per_step, np.asarray(weights))) / weights.sum()
-    keras = sum(b.mean() * len(b) for b in (losses[yb] for _, yb in
-                                             batches(losses, np.arange(1000), 128, seed=3)))
+    weighted = (
+        sum((p * w).sum() for p, w in zip(per_step, np.asarray(weights), strict=True))
+        / weights.sum()
+    )
+    keras = sum(
+        b.mean() * len(b)
+        for b in (losses[yb] for _, yb in batches(losses, np.arange(1000), 128, seed=3))
+    )
     np.testing.assert_allclose(weighted, losses.mean(), rtol=1e-6)
     np.testing.assert_allclose(keras / 1000, losses.mean(), rtol=1e-6)
 

@@ -19,7 +19,10 @@ KEY = {"dataset": "toy", "num_words": 10, "source": ["/data", [["a", 3, 7]]]}
 def builder(value: int, calls: list):
     def build():
         calls.append(value)
-        return {"x": np.arange(5, dtype=np.int32) * value, "words": cache.strings_to_array(["é", "b"])}
+        return {
+            "x": np.arange(5, dtype=np.int32) * value,
+            "words": cache.strings_to_array(["é", "b"]),
+        }
 
     return build
 
@@ -109,11 +112,16 @@ def test_killed_writer_leaves_only_an_untrusted_temporary(tmp_path):
         """
     )
     root = Path(__file__).resolve().parents[1]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]),
+    }
     result = subprocess.run([sys.executable, "-c", child], env=env, capture_output=True)
     assert result.returncode == -signal.SIGKILL, result.stderr.decode()
     leftovers = list(tmp_path.iterdir())
-    assert len(leftovers) == 1 and leftovers[0].name.startswith(".") and leftovers[0].suffix == ".tmp"
+    assert (
+        len(leftovers) == 1 and leftovers[0].name.startswith(".") and leftovers[0].suffix == ".tmp"
+    )
     calls = []
     out = cache.cached("toy", KEY, builder(3, calls), tmp_path)
     assert calls == [3]

@@ -13,8 +13,7 @@ import chex
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
-from data_fixtures import (
-    imdb_data_dir,  # noqa: F401 (a pytest fixture)
+from data_reference import (
     imdb_reviews,
     keras_imdb_reference,
     reference_tokenize,
@@ -24,6 +23,8 @@ from data_fixtures import (
 
 from rnnjax.data import DatasetNotFoundError, imdb, sources
 
+pytest_plugins = ["data_fixtures"]  # the imdb_data_dir fixture
+
 
 def read_records(data_dir, split):
     source = tfds.data_source(imdb.TFDS_NAME, split=split, data_dir=str(data_dir), download=False)
@@ -31,14 +32,17 @@ def read_records(data_dir, split):
 
 
 def test_builder_writes_every_review_of_the_archive_without_tensorflow(imdb_data_dir):
-    info = json.loads((imdb_data_dir / "imdb_reviews/plain_text/1.0.0/dataset_info.json").read_text())
+    info = json.loads(
+        (imdb_data_dir / "imdb_reviews/plain_text/1.0.0/dataset_info.json").read_text()
+    )
     assert info["fileFormat"] == "array_record"
     assert sorted(s["name"] for s in info["splits"]) == ["test", "train"]
     for split, reviews in imdb_reviews().items():
         records = read_records(imdb_data_dir, split)
         got = sorted((r["text"], int(r["label"])) for r in records)
-        want = sorted((text.strip().encode(), ["neg", "pos"].index(label))
-                      for _, label, text in reviews)
+        want = sorted(
+            (text.strip().encode(), ["neg", "pos"].index(label)) for _, label, text in reviews
+        )
         assert got == want
     assert "tensorflow" not in sys.modules
 
@@ -59,7 +63,10 @@ LOAD_CASES = [
 @pytest.mark.parametrize("kwargs", LOAD_CASES, ids=[str(k) for k in LOAD_CASES])
 def test_load_matches_keras_reference(imdb_data_dir, tmp_path, kwargs):
     splits = [
-        [(reference_tokenize(r["text"].decode()), int(r["label"])) for r in read_records(imdb_data_dir, s)]
+        [
+            (reference_tokenize(r["text"].decode()), int(r["label"]))
+            for r in read_records(imdb_data_dir, s)
+        ]
         for s in ("train", "test")
     ]
     word_index = reference_word_index([tokens for tokens, _ in splits[0]])
@@ -91,23 +98,29 @@ def test_maxlen_that_drops_a_whole_split_is_an_error(imdb_data_dir, tmp_path):
 
 @pytest.mark.parametrize(
     "kwargs, message",
-    [({"num_words": 4}, "leaves no word"), ({"maxlen": 0}, "maxlen must be >= 1"),
-     ({"num_words": 5, "skip_top": 5}, "no word survives")],
+    [
+        ({"num_words": 4}, "leaves no word"),
+        ({"maxlen": 0}, "maxlen must be >= 1"),
+        ({"num_words": 5, "skip_top": 5}, "no word survives"),
+    ],
 )
 def test_bad_arguments(imdb_data_dir, tmp_path, kwargs, message):
     with pytest.raises(ValueError, match=message):
         imdb.load(data_dir=imdb_data_dir, cache_dir=tmp_path, download=False, **kwargs)
 
 
-def test_second_load_is_a_cache_hit_and_parameters_invalidate(imdb_data_dir, tmp_path,
-                                                              monkeypatch):
+def test_second_load_is_a_cache_hit_and_parameters_invalidate(imdb_data_dir, tmp_path, monkeypatch):
     calls = []
     for name in ("_tokenize", "_encode"):
         original = getattr(imdb, name)
-        monkeypatch.setattr(imdb, name, functools.partial(
-            lambda original, name, *a: calls.append(name) or original(*a), original, name))
-    load = functools.partial(imdb.load, data_dir=imdb_data_dir, cache_dir=tmp_path,
-                             download=False)
+        monkeypatch.setattr(
+            imdb,
+            name,
+            functools.partial(
+                lambda original, name, *a: calls.append(name) or original(*a), original, name
+            ),
+        )
+    load = functools.partial(imdb.load, data_dir=imdb_data_dir, cache_dir=tmp_path, download=False)
     first = load(num_words=10)
     assert calls == ["_tokenize", "_encode"]
     again = load(num_words=10)
@@ -137,8 +150,13 @@ def test_missing_dataset_offline_names_tfds_data_dir(tmp_path):
         imdb.load(data_dir=tmp_path / "empty", cache_dir=tmp_path, download=False)
     message = str(error.value)
     assert isinstance(error.value, ValueError)
-    for part in ("TFDS_DATA_DIR", "downloading is off", str(tmp_path / "empty"),
-                 "aclImdb_v1.tar.gz", str(tmp_path / "empty" / "downloads" / "manual")):
+    for part in (
+        "TFDS_DATA_DIR",
+        "downloading is off",
+        str(tmp_path / "empty"),
+        "aclImdb_v1.tar.gz",
+        str(tmp_path / "empty" / "downloads" / "manual"),
+    ):
         assert part in message
     assert_not_prepared(tmp_path / "empty")
 
@@ -164,8 +182,9 @@ def test_prepares_from_a_download(tmp_path, monkeypatch):
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        monkeypatch.setattr(imdb.ImdbReviews, "URL",
-                            f"http://127.0.0.1:{server.server_port}/aclImdb_v1.tar.gz")
+        monkeypatch.setattr(
+            imdb.ImdbReviews, "URL", f"http://127.0.0.1:{server.server_port}/aclImdb_v1.tar.gz"
+        )
         for proxy in ("http_proxy", "HTTP_PROXY"):
             monkeypatch.delenv(proxy, raising=False)
         data = imdb.load(data_dir=tmp_path / "tfds", cache_dir=tmp_path)
@@ -173,14 +192,17 @@ def test_prepares_from_a_download(tmp_path, monkeypatch):
         server.shutdown()
     assert (len(data.x_train), len(data.x_test)) == (24, 16)
     assert sorted(r["text"] for r in read_records(tmp_path / "tfds", "test")) == sorted(
-        text.strip().encode() for _, _, text in imdb_reviews(seed=1)["test"])
+        text.strip().encode() for _, _, text in imdb_reviews(seed=1)["test"]
+    )
 
 
 @pytest.mark.parametrize(
     "content, message",
-    [(b"\x1f\x8b\x08 this is not gzip", "corrupt archive"),
-     (b"plain garbage, not a tar file at all" * 20, "corrupt archive"),
-     (None, "corrupt archive")],  # None: a real archive truncated mid-stream
+    [
+        (b"\x1f\x8b\x08 this is not gzip", "corrupt archive"),
+        (b"plain garbage, not a tar file at all" * 20, "corrupt archive"),
+        (None, "corrupt archive"),
+    ],  # None: a real archive truncated mid-stream
 )
 def test_corrupt_archive_is_a_value_error_and_prepares_nothing(tmp_path, content, message):
     archive = tmp_path / "manual" / "aclImdb_v1.tar.gz"

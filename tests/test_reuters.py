@@ -8,12 +8,11 @@ import tarfile
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
-from data_fixtures import (
+from data_reference import (
     REUTERS_TOPICS,
     add_member,
     keras_reuters_reference,
     reference_tokenize,
-    reuters_data_dir,  # noqa: F401 (a pytest fixture)
     reuters_documents,
     sgml_document,
     write_reuters_archive,
@@ -21,15 +20,21 @@ from data_fixtures import (
 
 from rnnjax.data import DatasetNotFoundError, reuters
 
+pytest_plugins = ["data_fixtures"]  # the reuters_data_dir fixture
+
 
 def test_parse_sgml_fields_entities_and_text_types():
     sgml = (
         '<!DOCTYPE lewis SYSTEM "lewis.dtd">\n'
-        + sgml_document(7, ["earn", "acq"], "AT&amp;T &lt;ATT&gt; NET", "Profit\xe9 rose.\n&\\tIt said")
+        + sgml_document(
+            7, ["earn", "acq"], "AT&amp;T &lt;ATT&gt; NET", "Profit\xe9 rose.\n&\\tIt said"
+        )
         + sgml_document(8, [], "BRIEF ONLY", "", text_type="BRIEF").replace(
-            "<BODY>\n Reuter\n&#3;</BODY>", "Blah blah blah.\n&#3;")
-        + sgml_document(9, ["money-fx"], "", "RATES 1.5 vs 1.6", text_type="UNPROC",
-                        lewis_split="NOT-USED")
+            "<BODY>\n Reuter\n&#3;</BODY>", "Blah blah blah.\n&#3;"
+        )
+        + sgml_document(
+            9, ["money-fx"], "", "RATES 1.5 vs 1.6", text_type="UNPROC", lewis_split="NOT-USED"
+        )
     )
     docs = reuters.parse_sgml(sgml)
     assert [d["newid"] for d in docs] == [7, 8, 9]
@@ -59,7 +64,7 @@ def test_builder_writes_every_document(reuters_data_dir):
     records = sorted((source[i] for i in range(len(source))), key=lambda r: r["newid"])
     assert [int(r["newid"]) for r in records] == sorted(REUTERS_TOPICS)
     assert [[t.decode() for t in r["topics"]] for r in records] == list(REUTERS_TOPICS.values())
-    for record, (_, _, title, body) in zip(records, reuters_documents()):
+    for record, (_, _, title, body) in zip(records, reuters_documents(), strict=True):
         assert record["title"].decode() == title
         assert record["body"].decode() == body + "\n Reuter\n "
 
@@ -67,24 +72,34 @@ def test_builder_writes_every_document(reuters_data_dir):
 def reference_pool(num_topics):
     """Documents with a topic, newid order; labels: the num_topics most frequent first topics
     (ties by name) numbered by first appearance."""
-    docs = [(newid, topics[0], title, body)
-            for newid, topics, title, body in reuters_documents() if topics]
+    docs = [
+        (newid, topics[0], title, body)
+        for newid, topics, title, body in reuters_documents()
+        if topics
+    ]
     counts = collections.Counter(first for _, first, _, _ in docs)
     kept = set(sorted(counts, key=lambda t: (-counts[t], t))[:num_topics])
     names = list(dict.fromkeys(first for _, first, _, _ in docs if first in kept))
-    pool = [(reference_tokenize(title) + reference_tokenize(body) + ["reuter"], names.index(first))
-            for _, first, title, body in docs if first in kept]
+    pool = [
+        (reference_tokenize(title) + reference_tokenize(body) + ["reuter"], names.index(first))
+        for _, first, title, body in docs
+        if first in kept
+    ]
     return pool, tuple(names)
 
 
-@pytest.mark.parametrize("num_topics, names", [
-    (46, ("cocoa", "earn", "acq", "grain", "crude", "ship", "tin")),
-    (5, ("earn", "acq", "grain", "crude", "ship")),
-    (1, ("acq",)),
-])
+@pytest.mark.parametrize(
+    "num_topics, names",
+    [
+        (46, ("cocoa", "earn", "acq", "grain", "crude", "ship", "tin")),
+        (5, ("earn", "acq", "grain", "crude", "ship")),
+        (1, ("acq",)),
+    ],
+)
 def test_topic_rule_and_label_numbering(reuters_data_dir, tmp_path, num_topics, names):
-    data = reuters.load(num_topics=num_topics, data_dir=reuters_data_dir, cache_dir=tmp_path,
-                        download=False)
+    data = reuters.load(
+        num_topics=num_topics, data_dir=reuters_data_dir, cache_dir=tmp_path, download=False
+    )
     assert data.label_names == names == reference_pool(num_topics)[1]
     labels = np.concatenate([data.y_train, data.y_test])
     counts = collections.Counter(t[0] for t in REUTERS_TOPICS.values() if t)
@@ -106,8 +121,13 @@ def test_load_matches_keras_reference(reuters_data_dir, tmp_path, kwargs):
     kwargs = dict(kwargs)
     pool, _ = reference_pool(kwargs.pop("num_topics", 46))
     (x_train, y_train), (x_test, y_test), word_index = keras_reuters_reference(pool, **kwargs)
-    data = reuters.load(data_dir=reuters_data_dir, cache_dir=tmp_path, download=False,
-                        num_topics=len(set(label for _, label in pool)), **kwargs)
+    data = reuters.load(
+        data_dir=reuters_data_dir,
+        cache_dir=tmp_path,
+        download=False,
+        num_topics=len(set(label for _, label in pool)),
+        **kwargs,
+    )
     assert data.vocabulary.word_index == word_index
     assert [x.tolist() for x in data.x_train] == x_train
     assert [x.tolist() for x in data.x_test] == x_test
@@ -117,14 +137,16 @@ def test_load_matches_keras_reference(reuters_data_dir, tmp_path, kwargs):
 
 def test_split_sizes_are_keras(reuters_data_dir, tmp_path):
     (x_train, y_train), (x_test, _) = reuters.load_data(
-        test_split=0.25, data_dir=reuters_data_dir, cache_dir=tmp_path, download=False)
+        test_split=0.25, data_dir=reuters_data_dir, cache_dir=tmp_path, download=False
+    )
     assert (len(x_train), len(x_test)) == (int(21 * 0.75), 21 - int(21 * 0.75))
     assert x_train.dtype == object and y_train.dtype == np.int32
 
 
 def test_second_load_is_a_cache_hit(reuters_data_dir, tmp_path, monkeypatch):
-    load = functools.partial(reuters.load, data_dir=reuters_data_dir, cache_dir=tmp_path,
-                             download=False)
+    load = functools.partial(
+        reuters.load, data_dir=reuters_data_dir, cache_dir=tmp_path, download=False
+    )
     first = load(num_words=10)
 
     def fail(*args):
@@ -140,10 +162,16 @@ def test_second_load_is_a_cache_hit(reuters_data_dir, tmp_path, monkeypatch):
 
 @pytest.mark.parametrize(
     "kwargs, message",
-    [({"test_split": 0.0}, r"\(0, 1\)"), ({"test_split": 1.0}, r"\(0, 1\)"),
-     ({"test_split": -0.5}, r"\(0, 1\)"), ({"test_split": 0.99}, "empty split"),
-     ({"maxlen": 2}, "empty split"), ({"maxlen": 0}, "maxlen must be >= 1"),
-     ({"num_topics": 0}, "num_topics"), ({"num_words": 2}, "leaves no word")],
+    [
+        ({"test_split": 0.0}, r"\(0, 1\)"),
+        ({"test_split": 1.0}, r"\(0, 1\)"),
+        ({"test_split": -0.5}, r"\(0, 1\)"),
+        ({"test_split": 0.99}, "empty split"),
+        ({"maxlen": 2}, "empty split"),
+        ({"maxlen": 0}, "maxlen must be >= 1"),
+        ({"num_topics": 0}, "num_topics"),
+        ({"num_words": 2}, "leaves no word"),
+    ],
 )
 def test_bad_arguments(reuters_data_dir, tmp_path, kwargs, message):
     with pytest.raises(ValueError, match=message):

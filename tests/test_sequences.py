@@ -20,7 +20,7 @@ def reference_pad(sequences, maxlen, padding, truncating, value):
     rows = []
     for s in sequences:
         s = list(s)
-        kept = s[len(s) - maxlen:] if truncating == "pre" and len(s) > maxlen else s[:maxlen]
+        kept = s[len(s) - maxlen :] if truncating == "pre" and len(s) > maxlen else s[:maxlen]
         fill = [value] * (maxlen - len(kept))
         rows.append(fill + kept if padding == "pre" else kept + fill)
     return rows
@@ -32,11 +32,15 @@ sequences_strategy = st.lists(st.lists(st.integers(-5, 1000), max_size=12), max_
 @pytest.mark.parametrize("padding", PADDINGS)
 @pytest.mark.parametrize("truncating", PADDINGS)
 @settings(max_examples=60, deadline=None)
-@given(sequences=sequences_strategy, maxlen=st.one_of(st.none(), st.integers(1, 15)),
-       value=st.integers(-3, 3))
+@given(
+    sequences=sequences_strategy,
+    maxlen=st.one_of(st.none(), st.integers(1, 15)),
+    value=st.integers(-3, 3),
+)
 def test_pad_sequences_matches_reference(padding, truncating, sequences, maxlen, value):
-    out = pad_sequences(sequences, maxlen=maxlen, padding=padding, truncating=truncating,
-                        value=value)
+    out = pad_sequences(
+        sequences, maxlen=maxlen, padding=padding, truncating=truncating, value=value
+    )
     expected = reference_pad(sequences, maxlen, padding, truncating, value)
     width = maxlen if maxlen is not None else max(map(len, sequences), default=0)
     chex.assert_shape(out, (len(sequences), width))

@@ -4,7 +4,7 @@ transcription of Keras' load_data."""
 import chex
 import numpy as np
 import pytest
-from data_fixtures import (
+from data_reference import (
     KERAS_FILTERS,
     keras_cut,
     keras_shift,
@@ -55,8 +55,11 @@ def test_tokenize_equals_documented_regex(text):
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.sampled_from(list("abcXYZ019' ") + list(KERAS_FILTERS) + ["<br />", "<BR/>"]))
-       .map("".join))
+@given(
+    st.lists(st.sampled_from(list("abcXYZ019' ") + list(KERAS_FILTERS) + ["<br />", "<BR/>"])).map(
+        "".join
+    )
+)
 def test_tokenize_equals_keras_text_to_word_sequence_on_ascii(text):
     assert tokenize(text) == reference_tokenize(text)
 
@@ -74,8 +77,12 @@ def test_vocabulary_ranks_by_count_then_code_point():
 
 
 @settings(max_examples=50, deadline=None)
-@given(st.lists(st.lists(st.sampled_from("the a film bad good it is".split()), max_size=8),
-                max_size=10), st.randoms(use_true_random=False))
+@given(
+    st.lists(
+        st.lists(st.sampled_from("the a film bad good it is".split()), max_size=8), max_size=10
+    ),
+    st.randoms(use_true_random=False),
+)
 def test_vocabulary_is_the_reference_ranking_in_any_document_order(docs, rng):
     shuffled = list(docs)
     rng.shuffle(shuffled)
@@ -87,8 +94,7 @@ def test_vocabulary_is_the_reference_ranking_in_any_document_order(docs, rng):
 @pytest.mark.parametrize("num_words, index_from", [(4, 3), (1, 3), (0, 3), (1, 0)])
 def test_num_words_that_leaves_no_word_is_rejected(num_words, index_from):
     with pytest.raises(ValueError, match="leaves no word"):
-        IndexConvention(num_words=num_words, index_from=index_from, start_char=None,
-                        oov_char=None)
+        IndexConvention(num_words=num_words, index_from=index_from, start_char=None, oov_char=None)
 
 
 @pytest.mark.parametrize(
@@ -118,8 +124,9 @@ def conventions_and_splits(draw):
         index_from=index_from,
     )
     rank = st.integers(0, vocabulary_size)
-    splits = draw(st.lists(st.lists(st.lists(rank, max_size=6), max_size=5), min_size=1,
-                           max_size=3))
+    splits = draw(
+        st.lists(st.lists(st.lists(rank, max_size=6), max_size=5), min_size=1, max_size=3)
+    )
     return vocabulary_size, convention, splits
 
 
@@ -140,7 +147,7 @@ def test_encode_splits_matches_keras(case):
         return
     expected = keras_cut(shifted, c.num_words, c.skip_top, c.oov_char)
     out = encode_splits(ragged, vocabulary_size, c)
-    for got, want in zip(out, expected):
+    for got, want in zip(out, expected, strict=True):
         chex.assert_type(got.values, np.int32)
         assert [x.tolist() for x in got.to_arrays()] == want
 
@@ -180,7 +187,11 @@ def test_short_rows_is_keras_maxlen_rule():
     # With start_char the sequence has one more id; Keras keeps len(ids) < maxlen.
     assert short_rows(lengths, 5, IndexConvention()).tolist() == [True, True, False, False]
     assert short_rows(lengths, 5, IndexConvention(start_char=None)).tolist() == [
-        True, True, True, False]
+        True,
+        True,
+        True,
+        False,
+    ]
     with pytest.raises(ValueError, match="maxlen must be >= 1"):
         short_rows(lengths, 0, IndexConvention())
 

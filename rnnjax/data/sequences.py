@@ -52,7 +52,7 @@ class Ragged:
         return Ragged(self.values[index], lengths)
 
     def to_arrays(self) -> np.ndarray:
-        """object ``[N]`` of 1-D views into ``values``: the layout of Keras' ``load_data`` outputs."""
+        """object ``[N]`` of 1-D views into ``values``, laid out as Keras' ``load_data`` outputs."""
         out = np.empty(self.num_rows, dtype=object)
         offsets = self.offsets.tolist()
         for i in range(self.num_rows):

@@ -44,7 +44,7 @@ class DatasetNotFoundError(ValueError):
 
 
 def resolve_data_dir(data_dir: str | os.PathLike[str] | None = None) -> Path:
-    """``data_dir`` when given, else ``$TFDS_DATA_DIR``, else ``~/tensorflow_datasets`` (as TFDS)."""
+    """``data_dir`` if given, else ``$TFDS_DATA_DIR``, else ``~/tensorflow_datasets`` (as TFDS)."""
     if data_dir is None:
         data_dir = os.environ.get("TFDS_DATA_DIR") or "~/tensorflow_datasets"
     return Path(data_dir).expanduser()
