@@ -9,10 +9,15 @@ the numpy code under test. Words absent from the vocabulary are ``None`` before 
 from __future__ import annotations
 
 import collections
+import contextlib
+import functools
+import http.server
 import io
 import random
 import re
 import tarfile
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -182,6 +187,19 @@ def write_imdb_archive(path: Path, reviews: dict[str, list[tuple[str, str, str]]
             for name, label, text in items:
                 add_member(tar, f"aclImdb/{split}/{label}/{name}", f"  {text}\n".encode())
     return path
+
+
+@contextlib.contextmanager
+def http_server(directory: Path) -> Iterator[str]:
+    """Serves ``directory`` on localhost; yields its base URL."""
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=directory)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def sgml_document(

@@ -2,18 +2,17 @@
 loader's cache and every error."""
 
 import functools
-import http.server
 import json
 import os
 import socket
 import sys
-import threading
 
 import chex
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 from data_reference import (
+    http_server,
     imdb_reviews,
     keras_imdb_reference,
     reference_tokenize,
@@ -145,6 +144,17 @@ def assert_not_prepared(data_dir):
     assert not list(root.rglob("dataset_info.json")) and not list(root.rglob("incomplete*"))
 
 
+def test_failed_download_is_not_found_and_prepares_nothing(tmp_path, monkeypatch):
+    (tmp_path / "www").mkdir()
+    for proxy in ("http_proxy", "HTTP_PROXY"):
+        monkeypatch.delenv(proxy, raising=False)
+    with http_server(tmp_path / "www") as url:  # serves no archive: HTTP 404
+        monkeypatch.setattr(imdb.ImdbReviews, "URL", f"{url}/aclImdb_v1.tar.gz")
+        with pytest.raises(DatasetNotFoundError, match="downloading failed.*TFDS_DATA_DIR"):
+            imdb.load(data_dir=tmp_path / "tfds", cache_dir=tmp_path)
+    assert_not_prepared(tmp_path / "tfds")
+
+
 def test_missing_dataset_offline_names_tfds_data_dir(tmp_path):
     with pytest.raises(DatasetNotFoundError) as error:
         imdb.load(data_dir=tmp_path / "empty", cache_dir=tmp_path, download=False)
@@ -177,19 +187,12 @@ def test_unreachable_host_fails_fast_with_the_same_message(tmp_path, monkeypatch
 
 
 def test_prepares_from_a_download(tmp_path, monkeypatch):
-    served = write_imdb_archive(tmp_path / "www" / "aclImdb_v1.tar.gz", imdb_reviews(seed=1))
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=served.parent)
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        monkeypatch.setattr(
-            imdb.ImdbReviews, "URL", f"http://127.0.0.1:{server.server_port}/aclImdb_v1.tar.gz"
-        )
-        for proxy in ("http_proxy", "HTTP_PROXY"):
-            monkeypatch.delenv(proxy, raising=False)
+    write_imdb_archive(tmp_path / "www" / "aclImdb_v1.tar.gz", imdb_reviews(seed=1))
+    for proxy in ("http_proxy", "HTTP_PROXY"):
+        monkeypatch.delenv(proxy, raising=False)
+    with http_server(tmp_path / "www") as url:
+        monkeypatch.setattr(imdb.ImdbReviews, "URL", f"{url}/aclImdb_v1.tar.gz")
         data = imdb.load(data_dir=tmp_path / "tfds", cache_dir=tmp_path)
-    finally:
-        server.shutdown()
     assert (len(data.x_train), len(data.x_test)) == (24, 16)
     assert sorted(r["text"] for r in read_records(tmp_path / "tfds", "test")) == sorted(
         text.strip().encode() for _, _, text in imdb_reviews(seed=1)["test"]

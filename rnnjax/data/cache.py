@@ -24,7 +24,8 @@ from typing import Any
 
 import numpy as np
 
-# Bump when the layout of any cached entry changes: every older entry becomes a miss.
+# Bump when what any entry holds changes (its layout, or a fix to how data is encoded or
+# tokenized): every older entry becomes a miss.
 FORMAT_VERSION = 1
 
 Arrays = dict[str, np.ndarray]

@@ -31,7 +31,6 @@ import tensorflow_datasets as tfds
 from etils import epath
 
 from rnnjax.data import cache, sources
-from rnnjax.data.sequences import Ragged
 from rnnjax.data.text import (
     TOKENIZER_VERSION,
     Corpus,
@@ -141,11 +140,8 @@ def _tokenize(data_dir: Path) -> cache.Arrays:
     """Both splits tokenized into one corpus (train rows first), with their labels."""
     train = sources.read_split(TFDS_NAME, "train", data_dir)
     test = sources.read_split(TFDS_NAME, "test", data_dir)
-    corpus = tokenize_corpus(record["text"] for record in train + test)
     return {
-        "values": corpus.tokens.values,
-        "lengths": corpus.tokens.lengths,
-        "words": cache.strings_to_array(corpus.words),
+        **tokenize_corpus(record["text"] for record in train + test).to_arrays(),
         "labels": np.array([record["label"] for record in train + test], np.int32),
         "num_train": np.array(len(train)),
     }
@@ -155,9 +151,7 @@ def _encode(
     arrays: cache.Arrays, convention: IndexConvention, maxlen: int | None, seed: int
 ) -> cache.Arrays:
     """The corpus encoded as Keras' ``load_data`` does (module docstring), as cache arrays."""
-    corpus = Corpus(
-        Ragged(arrays["values"], arrays["lengths"]), cache.strings_from_array(arrays["words"])
-    )
+    corpus = Corpus.from_arrays(arrays)
     num_train, labels = int(arrays["num_train"]), arrays["labels"]
     vocabulary = Vocabulary.from_corpus(corpus, np.arange(num_train))
     ranks = vocabulary.ranks(corpus)

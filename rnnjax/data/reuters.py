@@ -41,7 +41,6 @@ import tensorflow_datasets as tfds
 from etils import epath
 
 from rnnjax.data import cache, sources
-from rnnjax.data.sequences import Ragged
 from rnnjax.data.text import (
     TOKENIZER_VERSION,
     Corpus,
@@ -223,13 +222,10 @@ def _tokenize(data_dir: Path) -> cache.Arrays:
     the topic names, numbered in order of first appearance)."""
     records = sources.read_split(TFDS_NAME, "train", data_dir)
     records = sorted((r for r in records if len(r["topics"])), key=lambda r: r["newid"])
-    corpus = tokenize_corpus(r["title"] + b"\n" + r["body"] for r in records)
     topic_ids: dict[bytes, int] = {}
     first_topics = [topic_ids.setdefault(r["topics"][0], len(topic_ids)) for r in records]
     return {
-        "values": corpus.tokens.values,
-        "lengths": corpus.tokens.lengths,
-        "words": cache.strings_to_array(corpus.words),
+        **tokenize_corpus(r["title"] + b"\n" + r["body"] for r in records).to_arrays(),
         "first_topics": np.array(first_topics, np.int32),
         "topic_names": cache.strings_to_array([t.decode() for t in topic_ids]),
     }
@@ -244,9 +240,7 @@ def _encode(
     num_topics: int,
 ) -> cache.Arrays:
     """The corpus encoded as Keras' ``load_data`` does (module docstring), as cache arrays."""
-    corpus = Corpus(
-        Ragged(arrays["values"], arrays["lengths"]), cache.strings_from_array(arrays["words"])
-    )
+    corpus = Corpus.from_arrays(arrays)
     first_topics, names = arrays["first_topics"], cache.strings_from_array(arrays["topic_names"])
     counts = np.bincount(first_topics, minlength=len(names))
     by_frequency = sorted(range(len(names)), key=lambda t: (-counts[t], names[t]))

@@ -86,7 +86,7 @@ def ensure_prepared(
             builder.download_and_prepare(
                 download_config=tfds.download.DownloadConfig(manual_dir=os.fspath(manual_dir))
             )
-        except requests.exceptions.RequestException as e:
+        except (requests.exceptions.RequestException, tfds.download.DownloadError) as e:
             raise DatasetNotFoundError(
                 _not_found(builder_cls, data_dir, manual_dir, f"downloading failed: {e}")
             ) from e
@@ -137,7 +137,8 @@ def iter_tar(archive: Path, wanted: Callable[[str], Any]) -> Iterator[tuple[str,
                     yield member.name, tar.extractfile(member).read()
     except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as e:
         raise ValueError(
-            f"corrupt archive {archive} ({type(e).__name__}: {e}); delete it and prepare again"
+            f"corrupt archive {archive} ({type(e).__name__}: {e}); replace or delete it, then "
+            "load again"
         ) from e
 
 

@@ -74,6 +74,22 @@ class Corpus(NamedTuple):
     tokens: Ragged
     words: tuple[str, ...]
 
+    def to_arrays(self) -> cache.Arrays:
+        """The corpus as plain arrays for the cache; ``from_arrays`` restores it."""
+        return {
+            "token_ids": self.tokens.values,
+            "token_lengths": self.tokens.lengths,
+            "words": cache.strings_to_array(self.words),
+        }
+
+    @classmethod
+    def from_arrays(cls, arrays: cache.Arrays) -> Corpus:
+        """The corpus stored by ``to_arrays``."""
+        return cls(
+            Ragged(arrays["token_ids"], arrays["token_lengths"]),
+            cache.strings_from_array(arrays["words"]),
+        )
+
 
 def tokenize_corpus(texts: Iterable[str | bytes]) -> Corpus:
     """Tokenizes documents one by one, numbering distinct tokens as they first appear."""
