@@ -13,8 +13,11 @@ import contextlib
 import functools
 import http.server
 import io
+import os
 import random
 import re
+import subprocess
+import sys
 import tarfile
 import threading
 from collections.abc import Iterator
@@ -187,6 +190,14 @@ def write_imdb_archive(path: Path, reviews: dict[str, list[tuple[str, str, str]]
             for name, label, text in items:
                 add_member(tar, f"aclImdb/{split}/{label}/{name}", f"  {text}\n".encode())
     return path
+
+
+def run_python(code: str) -> subprocess.CompletedProcess:
+    """Runs ``code`` in a fresh interpreter that imports this checkout's ``rnnjax``."""
+    root = Path(__file__).resolve().parents[1]
+    path = os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONPATH": path}
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True)
 
 
 @contextlib.contextmanager

@@ -1,15 +1,13 @@
 """The on-disk array cache: hits, misses, invalidation, and atomic writes (a killed writer leaves
 nothing a later run trusts)."""
 
-import os
 import signal
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
+from data_reference import run_python
 
 from rnnjax.data import cache
 
@@ -111,12 +109,7 @@ def test_killed_writer_leaves_only_an_untrusted_temporary(tmp_path):
         cache.cached("toy", {KEY!r}, lambda: {{"x": np.arange(5)}}, {str(tmp_path)!r})
         """
     )
-    root = Path(__file__).resolve().parents[1]
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]),
-    }
-    result = subprocess.run([sys.executable, "-c", child], env=env, capture_output=True)
+    result = run_python(child)
     assert result.returncode == -signal.SIGKILL, result.stderr.decode()
     leftovers = list(tmp_path.iterdir())
     assert (

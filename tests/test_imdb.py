@@ -4,8 +4,10 @@ loader's cache and every error."""
 import functools
 import json
 import os
+import signal
 import socket
 import sys
+import textwrap
 
 import chex
 import numpy as np
@@ -17,6 +19,7 @@ from data_reference import (
     keras_imdb_reference,
     reference_tokenize,
     reference_word_index,
+    run_python,
     write_imdb_archive,
 )
 
@@ -139,9 +142,13 @@ def test_data_dir_defaults_to_tfds_data_dir(imdb_data_dir, tmp_path, monkeypatch
     assert len(imdb.load(cache_dir=tmp_path, download=False).x_train) == 24
 
 
+def assert_not_prepared_final(data_dir):
+    assert not list((data_dir / "imdb_reviews").rglob("dataset_info.json"))
+
+
 def assert_not_prepared(data_dir):
-    root = data_dir / "imdb_reviews"
-    assert not list(root.rglob("dataset_info.json")) and not list(root.rglob("incomplete*"))
+    assert_not_prepared_final(data_dir)
+    assert not list((data_dir / "imdb_reviews").rglob("incomplete*"))
 
 
 def test_failed_download_is_not_found_and_prepares_nothing(tmp_path, monkeypatch):
@@ -214,6 +221,34 @@ def test_corrupt_archive_is_a_value_error_and_prepares_nothing(tmp_path, content
     with pytest.raises(ValueError, match=message):
         imdb.load(data_dir=tmp_path / "tfds", manual_dir=tmp_path / "manual", cache_dir=tmp_path)
     assert_not_prepared(tmp_path / "tfds")
+
+
+def test_killed_preparation_is_not_trusted_and_is_redone(tmp_path):
+    """A child process is SIGKILLed while TFDS writes the dataset; the next load prepares it."""
+    write_imdb_archive(tmp_path / "manual" / "aclImdb_v1.tar.gz", imdb_reviews())
+    child = textwrap.dedent(
+        f"""
+        import os, signal
+        from rnnjax.data import imdb, sources
+
+        def dying(archive, wanted, iter_tar=sources.iter_tar):
+            for i, member in enumerate(iter_tar(archive, wanted)):
+                if i == 5:
+                    os.kill(os.getpid(), signal.SIGKILL)
+                yield member
+
+        sources.iter_tar = dying
+        sources.ensure_prepared(
+            imdb.ImdbReviews, {str(tmp_path / "tfds")!r}, {str(tmp_path / "manual")!r}, False
+        )
+        """
+    )
+    result = run_python(child)
+    assert result.returncode == -signal.SIGKILL, result.stderr.decode()[-2000:]
+    assert list((tmp_path / "tfds" / "imdb_reviews" / "plain_text").glob("incomplete*"))
+    assert_not_prepared_final(tmp_path / "tfds")
+    data = imdb.load(data_dir=tmp_path / "tfds", manual_dir=tmp_path / "manual", cache_dir=tmp_path)
+    assert (len(data.x_train), len(data.x_test)) == (24, 16)
 
 
 def test_archive_without_reviews_is_a_value_error(tmp_path):
