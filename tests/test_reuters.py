@@ -194,6 +194,16 @@ def test_corrupt_archive_is_a_value_error(tmp_path):
     assert not list((tmp_path / "tfds").rglob("incomplete*"))
 
 
+def test_read_only_data_dir_is_never_written(tmp_path):
+    write_reuters_archive(tmp_path / "manual" / "reuters21578.tar.gz")
+    (tmp_path / "shared").mkdir(mode=0o555)
+    with pytest.raises(ValueError, match="read-only TFDS data dir"):
+        reuters.load(
+            data_dir=tmp_path / "shared", manual_dir=tmp_path / "manual", cache_dir=tmp_path
+        )
+    assert list((tmp_path / "shared").iterdir()) == []
+
+
 def test_archive_without_sgml_files_is_a_value_error(tmp_path):
     (tmp_path / "manual").mkdir()
     with tarfile.open(tmp_path / "manual" / "reuters21578.tar.gz", "w:gz") as tar:

@@ -72,7 +72,8 @@ def ensure_prepared(
     Raises:
       DatasetNotFoundError: not prepared, the archive is not in ``manual_dir``, and downloading
         is off or its host cannot be reached.
-      ValueError: prepared in another file format, or the archive is corrupt.
+      ValueError: prepared in another file format, the data dir is read-only, or the archive is
+        corrupt.
     """
     data_dir = resolve_data_dir(data_dir)
     # Without file_format, a builder takes the format of the data already there (or the default).
@@ -81,6 +82,7 @@ def ensure_prepared(
         manual_dir = Path(manual_dir) if manual_dir else data_dir / "downloads" / "manual"
         if not (manual_dir / builder_cls.ARCHIVE).is_file():
             _check_download(builder_cls, data_dir, manual_dir, download)
+        _check_writable(builder_cls, data_dir)
         builder = builder_cls(data_dir=os.fspath(data_dir), file_format="array_record")
         try:
             builder.download_and_prepare(
@@ -160,6 +162,17 @@ def _check_download(
         raise DatasetNotFoundError(
             _not_found(builder_cls, data_dir, manual_dir, f"cannot reach {url.hostname}: {e}")
         ) from e
+
+
+def _check_writable(builder_cls: type[tfds.core.DatasetBuilder], data_dir: Path) -> None:
+    """Refuses a data dir without write permission bits even where the OS would not (root), so a
+    shared read-only data dir (``../shared``) is never written to."""
+    existing = next(p for p in (data_dir, *data_dir.parents) if p.exists())
+    if not (os.access(existing, os.W_OK) and existing.stat().st_mode & 0o222):
+        raise ValueError(
+            f"cannot prepare {builder_cls.name} in the read-only TFDS data dir {data_dir}; pass "
+            "data_dir= (or set TFDS_DATA_DIR to) a writable directory to prepare it there"
+        )
 
 
 def _not_found(
