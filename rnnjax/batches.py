@@ -5,8 +5,8 @@ the N examples; batches are consecutive slices of it and the last one is partial
 examples, when that is not 0), weighted by its size in the epoch means. The same batches here come
 in two forms:
 
-* ``batches(x, y, batch_size, seed=, epoch=)``: numpy batches on the host, the last one smaller,
-  for a per-step loop with a progress bar.
+* ``iterate_batches(x, y, batch_size, seed=, epoch=)``: numpy batches on the host, the last one
+  smaller, for a per-step loop with a progress bar.
 * ``batch_indices(seed, epoch, n=, batch_size=)``: jittable ``indices [S, B]`` and
   ``weights [S, B]`` for a dataset kept on device (``to_device``). The last batch is padded to B
   with valid rows at weight 0, so one compiled ``lax.scan`` over the S steps can
@@ -77,7 +77,7 @@ def epoch_permutation(seed: int, epoch: int, n: int) -> np.ndarray:
     return np.asarray(_jit_permutation(seed, epoch, n))
 
 
-def batches(
+def iterate_batches(
     x: np.ndarray,
     y: np.ndarray,
     batch_size: int = 32,

@@ -12,9 +12,9 @@ from hypothesis import strategies as st
 from rnnjax.batches import (
     DeviceData,
     batch_indices,
-    batches,
     epoch_permutation,
     gather_batch,
+    iterate_batches,
     steps_per_epoch,
     to_device,
 )
@@ -31,7 +31,7 @@ def test_keras_step_counts():
     assert steps_per_epoch(20_000, 128) == 157  # last batch: 20000 - 156 * 128 = 32
     assert steps_per_epoch(25_000, 32) == 782
     assert steps_per_epoch(64, 32) == 2 and steps_per_epoch(1, 32) == 1
-    sizes = [len(yb) for _, yb in batches(*dataset(20_000, 1), 128)]
+    sizes = [len(yb) for _, yb in iterate_batches(*dataset(20_000, 1), 128)]
     assert len(sizes) == 157 and set(sizes[:-1]) == {128} and sizes[-1] == 32
 
 
@@ -53,7 +53,7 @@ def test_order_depends_on_seed_and_epoch_only():
 
 def assert_same_batches(n, batch_size, seed, epoch, shuffle):
     x, y = dataset(n)
-    host = list(batches(x, y, batch_size, seed=seed, epoch=epoch, shuffle=shuffle))
+    host = list(iterate_batches(x, y, batch_size, seed=seed, epoch=epoch, shuffle=shuffle))
     indices, weights = jit_batch_indices(seed, epoch, n=n, batch_size=batch_size, shuffle=shuffle)
     steps = steps_per_epoch(n, batch_size)
     chex.assert_shape([indices, weights], (steps, batch_size))
@@ -105,7 +105,7 @@ def test_weighted_means_over_a_padded_epoch_equal_keras_means():
     )
     keras = sum(
         b.mean() * len(b)
-        for b in (losses[yb] for _, yb in batches(losses, np.arange(1000), 128, seed=3))
+        for b in (losses[yb] for _, yb in iterate_batches(losses, np.arange(1000), 128, seed=3))
     )
     np.testing.assert_allclose(weighted, losses.mean(), rtol=1e-6)
     np.testing.assert_allclose(keras / 1000, losses.mean(), rtol=1e-6)
@@ -131,7 +131,7 @@ def test_a_fused_epoch_gathers_on_device():
 
     total, seen = epoch(data, 5, 2)
     assert float(total) == y.sum()
-    host = [yb for _, yb in batches(x, y, 16, seed=5, epoch=2)]
+    host = [yb for _, yb in iterate_batches(x, y, 16, seed=5, epoch=2)]
     np.testing.assert_array_equal(np.asarray(seen)[-1][: len(host[-1])], host[-1])
     np.testing.assert_array_equal(np.asarray(seen)[0], host[0])
 
@@ -149,10 +149,10 @@ def test_to_device_dtypes_and_validation():
 
 def test_empty_split_and_bad_batch_size_are_errors():
     with pytest.raises(ValueError, match="empty split"):
-        list(batches(np.zeros((0, 3)), np.zeros(0)))
+        list(iterate_batches(np.zeros((0, 3)), np.zeros(0)))
     with pytest.raises(ValueError, match="empty split"):
         batch_indices(0, 0, n=0, batch_size=4)
     with pytest.raises(ValueError, match="batch_size must be >= 1"):
         batch_indices(0, 0, n=5, batch_size=0)
     with pytest.raises(ValueError, match="y has 2"):
-        list(batches(np.zeros((3, 1)), np.zeros(2)))
+        list(iterate_batches(np.zeros((3, 1)), np.zeros(2)))

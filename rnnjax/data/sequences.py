@@ -70,6 +70,9 @@ def pad_sequences(
 ) -> np.ndarray:
     """Pads (and truncates) sequences to one length, exactly as ``keras.utils.pad_sequences``.
 
+    Bad arguments fail up front (Keras: only once a non-empty sequence reaches them), and no
+    sequences with ``maxlen=None`` give ``[0, 0]`` (Keras: an error).
+
     Args:
       sequences: N sequences (lists, 1-D arrays or ``[L_i, *S]`` arrays for sequences of vectors).
       maxlen: the output length T; None means the longest sequence. Must be >= 1.
