@@ -149,7 +149,7 @@ def test_second_load_is_a_cache_hit(reuters_data_dir, tmp_path, monkeypatch):
     )
     first = load(num_words=10)
 
-    def fail(*args):
+    def fail(*args, **kwargs):
         raise AssertionError("rebuilt on a hit")
 
     monkeypatch.setattr(reuters, "_tokenize", fail)

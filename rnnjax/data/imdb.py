@@ -32,7 +32,6 @@ from etils import epath
 
 from rnnjax.data import cache, sources
 from rnnjax.data.text import (
-    TOKENIZER_VERSION,
     Corpus,
     IndexConvention,
     TextDataset,
@@ -113,20 +112,17 @@ def load(
     """
     convention = IndexConvention(num_words, skip_top, start_char, oov_char, index_from)
     check_maxlen(maxlen)
-    data_dir = sources.resolve_data_dir(data_dir)
-    dataset_dir = sources.ensure_prepared(ImdbReviews, data_dir, manual_dir, download)
-    corpus_key = {
-        "dataset": TFDS_NAME,
-        "source": sources.fingerprint(dataset_dir),
-        "tokenizer": TOKENIZER_VERSION,
-    }
-    key = {**corpus_key, **vars(convention), "maxlen": maxlen, "seed": seed}
-
-    def build() -> cache.Arrays:
-        corpus = cache.cached("imdb-corpus", corpus_key, lambda: _tokenize(data_dir), cache_dir)
-        return _encode(corpus, convention, maxlen, seed)
-
-    return TextDataset.from_arrays(cache.cached("imdb", key, build, cache_dir), convention)
+    arrays = sources.cached_dataset(
+        ImdbReviews,
+        {**vars(convention), "maxlen": maxlen, "seed": seed},
+        _tokenize,
+        lambda corpus: _encode(corpus, convention, maxlen, seed),
+        data_dir=data_dir,
+        manual_dir=manual_dir,
+        cache_dir=cache_dir,
+        download=download,
+    )
+    return TextDataset.from_arrays(arrays, convention)
 
 
 def load_data(**kwargs: Any) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:

@@ -44,7 +44,6 @@ from etils import epath
 
 from rnnjax.data import cache, sources
 from rnnjax.data.text import (
-    TOKENIZER_VERSION,
     Corpus,
     IndexConvention,
     TextDataset,
@@ -189,27 +188,18 @@ def load(
         raise ValueError(f"test_split must be in (0, 1), got {test_split}")
     if num_topics < 1:
         raise ValueError(f"num_topics must be >= 1, got {num_topics}")
-    data_dir = sources.resolve_data_dir(data_dir)
-    dataset_dir = sources.ensure_prepared(Reuters21578, data_dir, manual_dir, download)
-    corpus_key = {
-        "dataset": TFDS_NAME,
-        "source": sources.fingerprint(dataset_dir),
-        "tokenizer": TOKENIZER_VERSION,
-    }
-    key = {
-        **corpus_key,
-        **vars(convention),
-        "maxlen": maxlen,
-        "test_split": test_split,
-        "seed": seed,
-        "num_topics": num_topics,
-    }
-
-    def build() -> cache.Arrays:
-        corpus = cache.cached("reuters-corpus", corpus_key, lambda: _tokenize(data_dir), cache_dir)
-        return _encode(corpus, convention, maxlen, test_split, seed, num_topics)
-
-    return TextDataset.from_arrays(cache.cached("reuters", key, build, cache_dir), convention)
+    params = {"maxlen": maxlen, "test_split": test_split, "seed": seed, "num_topics": num_topics}
+    arrays = sources.cached_dataset(
+        Reuters21578,
+        {**vars(convention), **params},
+        _tokenize,
+        lambda corpus: _encode(corpus, convention, **params),
+        data_dir=data_dir,
+        manual_dir=manual_dir,
+        cache_dir=cache_dir,
+        download=download,
+    )
+    return TextDataset.from_arrays(arrays, convention)
 
 
 def load_data(**kwargs: Any) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:

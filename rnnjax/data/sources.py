@@ -27,12 +27,14 @@ import tarfile
 import urllib.parse
 import urllib.request
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import requests
 import tensorflow_datasets as tfds
+
+from rnnjax.data import cache
 
 # Seconds to wait for a TCP connection before calling a host unreachable. TFDS itself retries a
 # failed connection ten times with exponential backoff (about 200 s), too long for an offline user.
@@ -100,6 +102,38 @@ def ensure_prepared(
             "array_record) or point TFDS_DATA_DIR at an array_record copy"
         )
     return target
+
+
+def cached_dataset(
+    builder_cls: type[tfds.core.DatasetBuilder],
+    params: Mapping[str, Any],
+    tokenize: Callable[[Path], cache.Arrays],
+    encode: Callable[[cache.Arrays], cache.Arrays],
+    *,
+    data_dir: str | os.PathLike[str] | None,
+    manual_dir: str | os.PathLike[str] | None,
+    cache_dir: str | os.PathLike[str] | None,
+    download: bool,
+) -> cache.Arrays:
+    """A dataset's encoded arrays, through two cache levels keyed by the prepared data's identity.
+
+    Args:
+      builder_cls: the dataset's builder; prepared first if needed (``ensure_prepared``).
+      params: every argument that changes ``encode``'s output.
+      tokenize: ``data_dir -> corpus arrays``, the slow part; cached per prepared dataset, so new
+        ``params`` only re-run ``encode``.
+      encode: ``corpus arrays -> dataset arrays``; cached per prepared dataset and ``params``.
+      data_dir, manual_dir, download: as ``ensure_prepared``.
+      cache_dir: as ``cache.cached``.
+    """
+    data_dir = resolve_data_dir(data_dir)
+    source = {"source": fingerprint(ensure_prepared(builder_cls, data_dir, manual_dir, download))}
+
+    def build() -> cache.Arrays:
+        name = f"{builder_cls.name}-corpus"
+        return encode(cache.cached(name, source, lambda: tokenize(data_dir), cache_dir))
+
+    return cache.cached(builder_cls.name, {**source, **params}, build, cache_dir)
 
 
 def fingerprint(directory: Path) -> list[Any]:

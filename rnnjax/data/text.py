@@ -43,8 +43,6 @@ from rnnjax.data.sequences import Ragged
 KERAS_FILTERS = '!"#$%&()*+,-./:;<=>?@[\\]^_`{|}~\t\n'
 LINE_BREAK = re.compile(r"<br\s*/?>", re.IGNORECASE)
 TOKEN_PATTERN = re.compile(r"[^\s" + re.escape(KERAS_FILTERS) + r"]+")
-# Bump when tokenize() changes: cached corpora are keyed by it.
-TOKENIZER_VERSION = 1
 
 _FILTERS_TO_SPACES = str.maketrans(KERAS_FILTERS, " " * len(KERAS_FILTERS))
 
