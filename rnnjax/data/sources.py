@@ -1,0 +1,221 @@
+"""Where the datasets come from: TFDS data dirs in the array_record format, without TensorFlow.
+
+tensorflow-datasets 4.9.10 prepares (``GeneratorBasedBuilder.download_and_prepare`` with
+``file_format="array_record"``, ``DownloadManager.download``) and reads (``tfds.data_source``)
+array_record datasets with no TensorFlow installed. Three things need TensorFlow or are broken
+without it, and this package goes around them:
+
+* ``dl_manager.iter_archive`` / ``extract`` open files with ``tf.io.gfile``: builders here read
+  archives with ``tarfile`` (``iter_tar``).
+* ``tfds.load`` builds a ``tf.data`` pipeline: loaders here read with ``tfds.data_source``.
+* ``DatasetBuilder.code_path`` imports ``importlib_resources``, which tfds only declares for
+  Python < 3.9 (tensorflow/datasets#11212), so any builder defined in a package fails to prepare:
+  builders here set ``code_path`` themselves.
+
+TFDS writes a dataset into an ``incomplete.*`` directory and renames it when done, deleting it on
+failure; a dataset counts as prepared only once its ``dataset_info.json`` is in the final
+directory, so a failed or killed preparation is never read.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import socket
+import tarfile
+import urllib.parse
+import urllib.request
+import zlib
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import requests
+import tensorflow_datasets as tfds
+
+from rnnjax.data import cache
+
+# Seconds to wait for a TCP connection before calling a host unreachable. TFDS itself retries a
+# failed connection ten times with exponential backoff (about 200 s), too long for an offline user.
+CONNECT_TIMEOUT = 5.0
+
+
+class DatasetNotFoundError(ValueError):
+    """A dataset is not prepared in the TFDS data dir and cannot be prepared now."""
+
+
+def resolve_data_dir(data_dir: str | os.PathLike[str] | None = None) -> Path:
+    """``data_dir`` if given, else ``$TFDS_DATA_DIR``, else ``~/tensorflow_datasets`` (as TFDS)."""
+    if data_dir is None:
+        data_dir = os.environ.get("TFDS_DATA_DIR") or "~/tensorflow_datasets"
+    return Path(data_dir).expanduser()
+
+
+def ensure_prepared(
+    builder_cls: type[tfds.core.DatasetBuilder],
+    data_dir: str | os.PathLike[str] | None = None,
+    manual_dir: str | os.PathLike[str] | None = None,
+    download: bool = True,
+) -> Path:
+    """The prepared dataset directory of ``builder_cls``, preparing it first if needed.
+
+    Args:
+      builder_cls: a builder with ``ARCHIVE`` (the file name of its source archive) and ``URL``.
+      data_dir: the TFDS data dir; see ``resolve_data_dir``.
+      manual_dir: where to look for ``ARCHIVE`` before downloading it; default
+        ``<data_dir>/downloads/manual`` (TFDS' default).
+      download: whether the network may be used.
+
+    Returns:
+      ``<data_dir>/<name>[/<config>]/<version>``, holding ``dataset_info.json`` and the
+      array_record shards.
+
+    Raises:
+      DatasetNotFoundError: not prepared, the archive is not in ``manual_dir``, and downloading
+        is off or its host cannot be reached.
+      ValueError: prepared in another file format, the data dir is read-only, or the archive is
+        corrupt.
+    """
+    data_dir = resolve_data_dir(data_dir)
+    # Without file_format, a builder takes the format of the data already there (or the default).
+    target = Path(builder_cls(data_dir=os.fspath(data_dir)).data_dir)
+    if not (target / "dataset_info.json").is_file():
+        manual_dir = Path(manual_dir) if manual_dir else data_dir / "downloads" / "manual"
+        if not (manual_dir / builder_cls.ARCHIVE).is_file():
+            _check_download(builder_cls, data_dir, manual_dir, download)
+        _check_writable(builder_cls, data_dir)
+        builder = builder_cls(data_dir=os.fspath(data_dir), file_format="array_record")
+        try:
+            builder.download_and_prepare(
+                download_config=tfds.download.DownloadConfig(manual_dir=os.fspath(manual_dir))
+            )
+        except (requests.exceptions.RequestException, tfds.download.DownloadError) as e:
+            raise DatasetNotFoundError(
+                _not_found(builder_cls, data_dir, manual_dir, f"downloading failed: {e}")
+            ) from e
+    file_format = json.loads((target / "dataset_info.json").read_text()).get("fileFormat")
+    if file_format != "array_record":
+        raise ValueError(
+            f"{target} holds {builder_cls.name} in the {file_format or 'tfrecord'} format, which "
+            "tfds.data_source cannot read; delete that directory (rnnjax then prepares it as "
+            "array_record) or point TFDS_DATA_DIR at an array_record copy"
+        )
+    return target
+
+
+def cached_dataset(
+    builder_cls: type[tfds.core.DatasetBuilder],
+    params: Mapping[str, Any],
+    tokenize: Callable[[Path], cache.Arrays],
+    encode: Callable[[cache.Arrays], cache.Arrays],
+    *,
+    data_dir: str | os.PathLike[str] | None,
+    manual_dir: str | os.PathLike[str] | None,
+    cache_dir: str | os.PathLike[str] | None,
+    download: bool,
+) -> cache.Arrays:
+    """A dataset's encoded arrays, through two cache levels keyed by the prepared data's identity.
+
+    Args:
+      builder_cls: the dataset's builder; prepared first if needed (``ensure_prepared``).
+      params: every argument that changes ``encode``'s output.
+      tokenize: ``data_dir -> corpus arrays``, the slow part; cached per prepared dataset, so new
+        ``params`` only re-run ``encode``.
+      encode: ``corpus arrays -> dataset arrays``; cached per prepared dataset and ``params``.
+      data_dir, manual_dir, download: as ``ensure_prepared``.
+      cache_dir: as ``cache.cached``.
+    """
+    data_dir = resolve_data_dir(data_dir)
+    source = {"source": fingerprint(ensure_prepared(builder_cls, data_dir, manual_dir, download))}
+
+    def build() -> cache.Arrays:
+        name = f"{builder_cls.name}-corpus"
+        return encode(cache.cached(name, source, lambda: tokenize(data_dir), cache_dir))
+
+    return cache.cached(builder_cls.name, {**source, **params}, build, cache_dir)
+
+
+def fingerprint(directory: Path) -> list[Any]:
+    """The identity of a prepared dataset: its resolved path and each file's name, size, mtime."""
+    files = sorted(p for p in directory.iterdir() if p.is_file())
+    stats = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+    return [os.fspath(directory.resolve()), stats]
+
+
+def read_split(tfds_name: str, split: str, data_dir: Path) -> list[dict[str, Any]]:
+    """Every record of a prepared split, in file order, decoded to numpy/bytes by TFDS."""
+    source = tfds.data_source(tfds_name, split=split, data_dir=os.fspath(data_dir), download=False)
+    return source.__getitems__(range(len(source)))
+
+
+def archive_path(dl_manager: tfds.download.DownloadManager, archive: str, url: str) -> Path:
+    """``archive`` from the manual dir when it is there, else ``url`` downloaded by TFDS."""
+    try:
+        manual = Path(dl_manager.manual_dir) / archive
+    except AssertionError:  # TFDS' answer for a manual dir that is missing or empty
+        manual = None
+    if manual is not None and manual.is_file():
+        return manual
+    return Path(dl_manager.download(url))
+
+
+def iter_tar(archive: Path, wanted: Callable[[str], Any]) -> Iterator[tuple[str, bytes]]:
+    """``(member name, content)`` of the regular files whose name is ``wanted``, in archive order.
+
+    Raises:
+      ValueError: the archive is not a readable (optionally compressed) tar file.
+    """
+    try:
+        with tarfile.open(archive, mode="r:*") as tar:
+            for member in tar:
+                if member.isfile() and wanted(member.name):
+                    yield member.name, tar.extractfile(member).read()
+    except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as e:
+        raise ValueError(
+            f"corrupt archive {archive} ({type(e).__name__}: {e}); replace or delete it, then "
+            "load again"
+        ) from e
+
+
+def _check_download(
+    builder_cls: type[tfds.core.DatasetBuilder], data_dir: Path, manual_dir: Path, download: bool
+) -> None:
+    if not download:
+        raise DatasetNotFoundError(
+            _not_found(builder_cls, data_dir, manual_dir, "downloading is off")
+        )
+    url = urllib.parse.urlsplit(builder_cls.URL)
+    proxy = urllib.request.getproxies().get(url.scheme)
+    if proxy and not urllib.request.proxy_bypass(url.hostname):
+        url = urllib.parse.urlsplit(proxy)  # requests will connect to the proxy, so probe that
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname, port), timeout=CONNECT_TIMEOUT).close()
+    except OSError as e:
+        raise DatasetNotFoundError(
+            _not_found(builder_cls, data_dir, manual_dir, f"cannot reach {url.hostname}: {e}")
+        ) from e
+
+
+def _check_writable(builder_cls: type[tfds.core.DatasetBuilder], data_dir: Path) -> None:
+    """Refuses a data dir without write permission bits even where the OS would not (root), so a
+    shared read-only data dir (``../shared``) is never written to."""
+    existing = next(p for p in (data_dir, *data_dir.parents) if p.exists())
+    if not (os.access(existing, os.W_OK) and existing.stat().st_mode & 0o222):
+        raise ValueError(
+            f"cannot prepare {builder_cls.name} in the read-only TFDS data dir {data_dir}; pass "
+            "data_dir= (or set TFDS_DATA_DIR to) a writable directory to prepare it there"
+        )
+
+
+def _not_found(
+    builder_cls: type[tfds.core.DatasetBuilder], data_dir: Path, manual_dir: Path, reason: str
+) -> str:
+    return (
+        f"{builder_cls.name} is not prepared in the TFDS data dir {data_dir} and {reason}. "
+        f"Set TFDS_DATA_DIR (or pass data_dir=) to a data dir where it is prepared in the "
+        f"array_record format, or prepare it there: on a machine with network access the first "
+        f"load downloads {builder_cls.URL} and prepares it without TensorFlow; offline, put "
+        f"{builder_cls.ARCHIVE} in {manual_dir} (or pass manual_dir=) and load again."
+    )
