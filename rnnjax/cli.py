@@ -38,7 +38,10 @@ def build_parser(experiment: Experiment) -> argparse.ArgumentParser:
     parser.add_argument("--patience", type=int, help=f"early-stopping patience (default "
                         f"{train.patience})")
     parser.add_argument("--workdir", help="output directory (default runs/<experiment>/<time>)")
-    parser.add_argument("--data-dir", help="TFDS data dir (default $TFDS_DATA_DIR or TFDS' own)")
+    parser.add_argument("--data-dir", help="TFDS data dir (default $TFDS_DATA_DIR, else "
+                        "~/tensorflow_datasets); prepared there on first use")
+    parser.add_argument("--manual-dir", help="folder holding the dataset's archive "
+                        "(aclImdb_v1.tar.gz, reuters21578.tar.gz) to prepare offline")
     parser.add_argument("--per-step", action="store_true",
                         help="dispatch step by step (a live progress bar) instead of one call "
                         "per epoch")
@@ -102,7 +105,8 @@ def main(experiment: Experiment, argv: list[str] | None = None) -> int:
         interrupt = _Interrupt()
         previous = signal.signal(signal.SIGINT, interrupt.handle)
         try:
-            metrics = run(experiment, workdir, data_dir=args.data_dir, quiet=args.quiet,
+            metrics = run(experiment, workdir, data_dir=args.data_dir,
+                          manual_dir=args.manual_dir, quiet=args.quiet,
                           per_step=args.per_step, resume=args.resume, should_stop=interrupt)
         finally:
             signal.signal(signal.SIGINT, previous)

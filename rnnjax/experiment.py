@@ -17,9 +17,10 @@ import time
 from typing import Literal
 
 import jax
+import numpy as np
 
-from rnnjax import data
 from rnnjax.checkpoint import Checkpoints
+from rnnjax.data import imdb, pad_sequences, reuters, train_validation_split
 from rnnjax.early_stopping import EarlyStopping, monitor_direction
 from rnnjax.losses import LOSSES
 from rnnjax.models import Classifier, ModelConfig, count_params, init_params
@@ -44,6 +45,47 @@ class DataConfig:
     validation_split: float = 0.2
     split_seed: int = 42
     test_split: float = 0.2  # Reuters' train/test split of its single pool
+
+    def __post_init__(self):
+        if self.dataset not in ("imdb", "reuters"):
+            raise ValueError(f"dataset must be 'imdb' or 'reuters', got {self.dataset!r}")
+        if self.maxlen < 1:
+            raise ValueError(f"maxlen must be >= 1, got {self.maxlen}")
+        for name in ("padding", "truncating"):
+            if getattr(self, name) not in ("pre", "post"):
+                raise ValueError(f"{name} must be 'pre' or 'post', got {getattr(self, name)!r}")
+        for name in ("validation_split", "test_split"):
+            if not 0 < getattr(self, name) < 1:
+                raise ValueError(f"{name} must be in (0, 1), got {getattr(self, name)}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Splits:
+    """Padded ``(ids [N, T] int32, labels [N])`` for training, validation and test."""
+
+    train: tuple[np.ndarray, np.ndarray]
+    validation: tuple[np.ndarray, np.ndarray]
+    test: tuple[np.ndarray, np.ndarray]
+
+
+def load_splits(config: DataConfig, data_dir: str | None = None,
+                manual_dir: str | None = None) -> Splits:
+    """The tutorials' data preparation: ``load_data(num_words)``, ``pad_sequences(maxlen,
+    padding, truncating)`` on both splits, and a seeded validation split of the training set."""
+    if config.dataset == "imdb":
+        dataset = imdb.load(num_words=config.num_words, data_dir=data_dir, manual_dir=manual_dir)
+    else:
+        dataset = reuters.load(num_words=config.num_words, test_split=config.test_split,
+                               data_dir=data_dir, manual_dir=manual_dir)
+
+    def pad(sequences):
+        return pad_sequences(sequences, maxlen=config.maxlen, padding=config.padding,
+                             truncating=config.truncating)
+
+    train, validation = train_validation_split(pad(dataset.x_train), dataset.y_train,
+                                               fraction=config.validation_split,
+                                               seed=config.split_seed)
+    return Splits(train, validation, (pad(dataset.x_test), dataset.y_test))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,8 +136,9 @@ class Experiment:
         return dataclasses.asdict(self)
 
 
-def run(experiment: Experiment, workdir: str, data_dir: str | None = None, quiet: bool = False,
-        per_step: bool = False, resume: bool = False, should_stop=lambda: False) -> dict | None:
+def run(experiment: Experiment, workdir: str, data_dir: str | None = None,
+        manual_dir: str | None = None, quiet: bool = False, per_step: bool = False,
+        resume: bool = False, should_stop=lambda: False) -> dict | None:
     """Trains and evaluates ``experiment``, writing its outputs to ``workdir``.
 
     With ``resume``, continues from the latest checkpoint in ``workdir`` (which must hold the same
@@ -110,7 +153,7 @@ def run(experiment: Experiment, workdir: str, data_dir: str | None = None, quiet
     config_path = os.path.join(workdir, "config.json")
     if resume:
         _check_same_experiment(config_path, config_json)
-    splits = data.load_splits(experiment.data, data_dir)
+    splits = load_splits(experiment.data, data_dir, manual_dir)
     os.makedirs(workdir, exist_ok=True)
     write_atomic(config_path, json.dumps(config_json, indent=1))
     seq_len = experiment.data.maxlen

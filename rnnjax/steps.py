@@ -12,12 +12,12 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from rnnjax.batches import DeviceData, gather_batch
 from rnnjax.losses import accuracy, compute_loss
 from rnnjax.metrics import Metrics
 from rnnjax.train_state import TrainState
 
 Batch = dict[str, jax.Array]
-Dataset = dict[str, jax.Array]  # {"ids": [N, T], "label": [N]}, resident on device
 
 
 def weighted_mean(values: jax.Array, weights: jax.Array) -> jax.Array:
@@ -49,9 +49,10 @@ def eval_step(state: TrainState, batch: Batch) -> Metrics:
     return Metrics.from_batch(losses, accuracy(logits, batch["label"]), batch["weight"])
 
 
-def gather_batch(data: Dataset, indices: jax.Array, weights: jax.Array) -> Batch:
-    """Rows ``indices [B]`` of the on-device dataset, with their weights."""
-    return {"ids": data["ids"][indices], "label": data["label"][indices], "weight": weights}
+def make_batch(data: DeviceData, rows: jax.Array, weights: jax.Array) -> Batch:
+    """Rows ``rows [B]`` of the on-device dataset, with their weights ``[B]``."""
+    ids, labels = gather_batch(data, rows)
+    return {"ids": ids, "label": labels, "weight": weights}
 
 
 def step_rng(state: TrainState) -> jax.Array:
@@ -60,7 +61,7 @@ def step_rng(state: TrainState) -> jax.Array:
 
 
 def train_epoch(
-    state: TrainState, data: Dataset, indices: jax.Array, weights: jax.Array
+    state: TrainState, data: DeviceData, indices: jax.Array, weights: jax.Array
 ) -> tuple[TrainState, Metrics, jax.Array]:
     """A whole epoch as one ``lax.scan`` over steps, gathering each batch on device.
 
@@ -77,7 +78,7 @@ def train_epoch(
 
     def body(carry, step_inputs):
         state, totals = carry
-        batch = gather_batch(data, *step_inputs)
+        batch = make_batch(data, *step_inputs)
         state, metrics = train_step(state, batch, step_rng(state))
         return (state, totals.merge(metrics)), metrics.loss_sum / jnp.maximum(metrics.count, 1.0)
 
@@ -86,12 +87,12 @@ def train_epoch(
 
 
 def evaluate_epoch(
-    state: TrainState, data: Dataset, indices: jax.Array, weights: jax.Array
+    state: TrainState, data: DeviceData, indices: jax.Array, weights: jax.Array
 ) -> Metrics:
     """Loss and accuracy sums over ``data`` in the order of ``indices [S, B]``."""
 
     def body(totals, step_inputs):
-        return totals.merge(eval_step(state, gather_batch(data, *step_inputs))), None
+        return totals.merge(eval_step(state, make_batch(data, *step_inputs))), None
 
     totals, _ = jax.lax.scan(body, Metrics.zeros(), (indices, weights))
     return totals

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rnnjax import steps
-from rnnjax.batches import epoch_indices
+from rnnjax.batches import batch_indices, to_device
 from rnnjax.checkpoint import Checkpoints
 from rnnjax.early_stopping import EarlyStopping
 from rnnjax.metrics import History, Metrics
@@ -31,14 +31,9 @@ Arrays = tuple[np.ndarray, np.ndarray]  # (ids [N, T], labels [N])
 _train_epoch = jax.jit(steps.train_epoch, donate_argnums=0)
 _train_step = jax.jit(steps.train_step, donate_argnums=0)
 _evaluate_epoch = jax.jit(steps.evaluate_epoch)
-_gather_batch = jax.jit(steps.gather_batch)
+_make_batch = jax.jit(steps.make_batch)
+_batch_indices = jax.jit(batch_indices, static_argnames=("n", "batch_size", "shuffle"))
 _predict = jax.jit(lambda state, ids: probabilities(steps.predict_logits(state, ids)))
-
-
-def to_device(arrays: Arrays) -> steps.Dataset:
-    """Puts ``(ids [N, T], labels [N])`` on the default device once, for on-device batching."""
-    ids, labels = arrays
-    return {"ids": jnp.asarray(ids, jnp.int32), "label": jnp.asarray(labels)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,7 +103,7 @@ def _run_per_step(state, data, indices, weights, totals, first_step, progress, s
     step_losses = []
     step = first_step
     while step < indices.shape[0]:
-        batch = _gather_batch(data, indices[step], weights[step])
+        batch = _make_batch(data, indices[step], weights[step])
         state, metrics = _train_step(state, batch, steps.step_rng(state))
         totals = totals.merge(metrics)
         step += 1
@@ -178,12 +173,13 @@ def fit(
         loop = LoopState.from_json(saved)
     # Epochs donate the state's buffers; copy once so the caller's state stays usable.
     state = jax.tree.map(jnp.copy, state)
-    train_data = to_device(train)
+    train_data = to_device(*train)
     num_examples = len(train[0])
     val_data = val_indices = val_weights = None
     if validation is not None:
-        val_data = to_device(validation)
-        val_indices, val_weights = epoch_indices(len(validation[0]), batch_size, shuffle=False)
+        val_data = to_device(*validation)
+        val_indices, val_weights = _batch_indices(0, 0, n=len(validation[0]),
+                                                  batch_size=batch_size, shuffle=False)
     num_steps = math.ceil(num_examples / batch_size)
     progress = progress or Progress(epochs, num_steps, quiet=True)
     history, early_stopping = loop.history, loop.early_stopping
@@ -198,7 +194,7 @@ def fit(
     for epoch in range(loop.epoch, epochs):
         start = time.perf_counter()
         progress.epoch_begin(epoch)
-        indices, weights = epoch_indices(num_examples, batch_size, seed=seed, epoch=epoch)
+        indices, weights = _batch_indices(seed, epoch, n=num_examples, batch_size=batch_size)
         first_step = loop.step if epoch == loop.epoch else 0
         totals = _totals(loop.totals) if first_step else Metrics.zeros()
         if per_step:
@@ -255,8 +251,8 @@ def evaluate(state: TrainState, data: Arrays, batch_size: int = 32) -> dict[str,
     config = state.model.config
     data = check_dataset(data, config.vocab_size, config.num_classes, "evaluation data")
     batch_size = check_batch_size(batch_size)
-    indices, weights = epoch_indices(len(data[0]), batch_size, shuffle=False)
-    return _evaluate_epoch(state, to_device(data), indices, weights).compute()
+    indices, weights = _batch_indices(0, 0, n=len(data[0]), batch_size=batch_size, shuffle=False)
+    return _evaluate_epoch(state, to_device(*data), indices, weights).compute()
 
 
 def predict(state: TrainState, ids: np.ndarray, batch_size: int = 32) -> np.ndarray:
