@@ -11,7 +11,7 @@ import os
 import signal
 import sys
 
-from rnnjax.experiment import Experiment, run
+from rnnjax.experiment import Experiment, run, run_ensemble
 from rnnjax.summary import summary
 from rnnjax.workdir import default_workdir
 
@@ -47,9 +47,23 @@ def build_parser(experiment: Experiment) -> argparse.ArgumentParser:
                         "per epoch")
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --workdir from its latest checkpoint")
+    parser.add_argument("--num-seeds", type=int, default=1,
+                        help="train K models (seeds --seed .. --seed+K-1) at once, vmapped")
+    parser.add_argument("--learning-rates", type=_floats,
+                        help="comma-separated learning rates: a grid, times --num-seeds")
     parser.add_argument("--quiet", action="store_true", help="no progress output")
     parser.add_argument("--summary", action="store_true", help="print the model summary and exit")
     return parser
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a comma-separated list of numbers: {text!r}")
+    if not all(v > 0 for v in values):
+        raise argparse.ArgumentTypeError(f"learning rates must be > 0, got {text!r}")
+    return values
 
 
 def _check_workdir(workdir: str, resume: bool) -> None:
@@ -100,8 +114,23 @@ def main(experiment: Experiment, argv: list[str] | None = None) -> int:
             return 0
         if args.resume and not args.workdir:
             raise UsageError("--resume needs the --workdir of the run to continue")
+        if args.num_seeds < 1:
+            raise UsageError(f"--num-seeds must be >= 1, got {args.num_seeds}")
+        many = args.num_seeds > 1 or args.learning_rates is not None
+        if many and (args.resume or args.per_step):
+            raise UsageError("--num-seeds/--learning-rates runs cannot use --resume or --per-step")
         workdir = args.workdir or default_workdir(experiment.name)
         _check_workdir(workdir, args.resume)
+        if many:
+            seeds = range(experiment.train.seed, experiment.train.seed + args.num_seeds)
+            metrics = run_ensemble(experiment, workdir, list(seeds), args.learning_rates,
+                                   data_dir=args.data_dir, manual_dir=args.manual_dir,
+                                   quiet=args.quiet)
+            print(f"{len(metrics['models'])} models: val_accuracy "
+                  f"{metrics['val_accuracy_mean']:.4f} ± {metrics['val_accuracy_std']:.4f} - "
+                  f"test_accuracy {metrics['test_accuracy_mean']:.4f} ± "
+                  f"{metrics['test_accuracy_std']:.4f} - outputs in {workdir}")
+            return 0
         interrupt = _Interrupt()
         previous = signal.signal(signal.SIGINT, interrupt.handle)
         try:

@@ -14,6 +14,7 @@ import dataclasses
 import json
 import os
 import time
+from collections.abc import Sequence
 from typing import Literal
 
 import jax
@@ -22,6 +23,7 @@ import numpy as np
 from rnnjax.checkpoint import Checkpoints
 from rnnjax.data import imdb, pad_sequences, reuters, train_validation_split
 from rnnjax.early_stopping import EarlyStopping, monitor_direction
+from rnnjax.ensemble import evaluate_ensemble, fit_ensemble, stack
 from rnnjax.losses import LOSSES
 from rnnjax.models import Classifier, ModelConfig, count_params, init_params
 from rnnjax.optimizers import OPTIMIZERS, get_optimizer
@@ -150,28 +152,12 @@ def run(experiment: Experiment, workdir: str, data_dir: str | None = None,
     """
     started = time.perf_counter()
     config_json = experiment.to_dict()
-    config_path = os.path.join(workdir, "config.json")
     if resume:
-        _check_same_experiment(config_path, config_json)
-    splits = load_splits(experiment.data, data_dir, manual_dir)
-    os.makedirs(workdir, exist_ok=True)
-    write_atomic(config_path, json.dumps(config_json, indent=1))
-    seq_len = experiment.data.maxlen
-    write_atomic(os.path.join(workdir, "summary.txt"), summary(experiment.model, seq_len) + "\n")
-    write_atomic(os.path.join(workdir, "model.png"), model_png(experiment.model, seq_len))
-
+        _check_same_experiment(os.path.join(workdir, "config.json"), config_json)
+    splits = _prepare(experiment, workdir, data_dir, manual_dir)
     train = experiment.train
-    model = Classifier(experiment.model)
-    init_key, dropout_key = jax.random.split(jax.random.key(train.seed))
-    state = TrainState.create(
-        model=model,
-        params=init_params(experiment.model, init_key),
-        tx=get_optimizer(train.optimizer, train.learning_rate),
-        rng=dropout_key,
-        loss=train.loss,
-    )
-    early_stopping = EarlyStopping(monitor=train.monitor, patience=train.patience,
-                                   restore_best_weights=train.restore_best_weights)
+    state = create_state(experiment, train.seed)
+    early_stopping = _early_stopping(train)
     checkpoints = Checkpoints(os.path.join(workdir, "checkpoints"), train.monitor,
                               early_stopping.direction)
     steps_per_epoch = -(-len(splits.train[0]) // train.batch_size)
@@ -206,6 +192,83 @@ def run(experiment: Experiment, workdir: str, data_dir: str | None = None,
     for name, split in (("train", splits.train), ("val", splits.validation), ("test", splits.test)):
         for key, value in evaluate(result.state, split, train.batch_size).items():
             metrics[f"{name}_{key}"] = value
+    metrics["seconds"] = time.perf_counter() - started
+    write_atomic(os.path.join(workdir, "metrics.json"), json.dumps(metrics, indent=1))
+    return metrics
+
+
+def create_state(experiment: Experiment, seed: int, learning_rate: float | None = None,
+                 injectable: bool = False) -> TrainState:
+    """The compiled-model state of ``experiment``: parameters from ``seed``'s init key, dropout
+    from its second key, the configured optimizer (at ``learning_rate`` when given)."""
+    train = experiment.train
+    init_key, dropout_key = jax.random.split(jax.random.key(seed))
+    return TrainState.create(
+        model=Classifier(experiment.model),
+        params=init_params(experiment.model, init_key),
+        tx=get_optimizer(train.optimizer, learning_rate or train.learning_rate,
+                         injectable=injectable),
+        rng=dropout_key,
+        loss=train.loss,
+    )
+
+
+def _early_stopping(train: TrainConfig) -> EarlyStopping:
+    return EarlyStopping(monitor=train.monitor, patience=train.patience,
+                         restore_best_weights=train.restore_best_weights)
+
+
+def _prepare(experiment: Experiment, workdir: str, data_dir: str | None,
+             manual_dir: str | None) -> Splits:
+    """Loads the data first (so a data error writes nothing), then writes the run's config,
+    summary and model diagram."""
+    splits = load_splits(experiment.data, data_dir, manual_dir)
+    os.makedirs(workdir, exist_ok=True)
+    write_atomic(os.path.join(workdir, "config.json"),
+                 json.dumps(experiment.to_dict(), indent=1))
+    seq_len = experiment.data.maxlen
+    write_atomic(os.path.join(workdir, "summary.txt"), summary(experiment.model, seq_len) + "\n")
+    write_atomic(os.path.join(workdir, "model.png"), model_png(experiment.model, seq_len))
+    return splits
+
+
+def run_ensemble(experiment: Experiment, workdir: str, seeds: Sequence[int],
+                 learning_rates: Sequence[float] | None = None, data_dir: str | None = None,
+                 manual_dir: str | None = None, quiet: bool = False) -> dict:
+    """Trains one model per (seed, learning rate) pair in one vmapped program.
+
+    Writes ``history_<k>.json`` per model and ``metrics.json`` with every model's results and the
+    mean and standard deviation of its validation and test accuracy.
+    """
+    started = time.perf_counter()
+    learning_rates = list(learning_rates or [experiment.train.learning_rate])
+    runs = [(seed, lr) for lr in learning_rates for seed in seeds]
+    splits = _prepare(experiment, workdir, data_dir, manual_dir)
+    train = experiment.train
+    states = stack([create_state(experiment, seed, lr, injectable=True) for seed, lr in runs])
+    steps_per_epoch = -(-len(splits.train[0]) // train.batch_size)
+    result = fit_ensemble(
+        states, splits.train, splits.validation, seeds=[seed for seed, _ in runs],
+        epochs=train.epochs, batch_size=train.batch_size, early_stopping=_early_stopping(train),
+        progress=Progress(train.epochs, steps_per_epoch, quiet=quiet),
+    )
+    evaluations = {name: evaluate_ensemble(result.state, split, train.batch_size)
+                   for name, split in (("val", splits.validation), ("test", splits.test))}
+    models = []
+    for k, ((seed, lr), history, stopping) in enumerate(
+            zip(runs, result.histories, result.early_stopping)):
+        write_atomic(os.path.join(workdir, f"history_{k}.json"), history.to_json())
+        models.append({
+            "seed": seed, "learning_rate": lr, "epochs_run": len(history),
+            "best_epoch": stopping.best_epoch + 1 if stopping.best is not None else None,
+            "stopped_epoch": stopping.stopped_epoch + 1 if stopping.stopped_epoch else None,
+            **{f"{name}_{key}": logs[k][key] for name, logs in evaluations.items()
+               for key in ("loss", "accuracy")},
+        })
+    metrics = {"experiment": experiment.name, "models": models}
+    for key in ("val_accuracy", "test_accuracy"):
+        values = np.asarray([m[key] for m in models])
+        metrics[f"{key}_mean"], metrics[f"{key}_std"] = float(values.mean()), float(values.std())
     metrics["seconds"] = time.perf_counter() - started
     write_atomic(os.path.join(workdir, "metrics.json"), json.dumps(metrics, indent=1))
     return metrics

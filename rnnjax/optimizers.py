@@ -85,13 +85,22 @@ def sgd(
 
 
 OPTIMIZERS = {"rmsprop": rmsprop, "adam": adam, "sgd": sgd}
+# Arguments that choose code paths, so they cannot be traced hyperparameters.
+STRUCTURAL_ARGS = {"rmsprop": ("momentum", "centered"), "adam": (), "sgd": ("momentum", "nesterov")}
 
 
-def get_optimizer(name: str, learning_rate: float | None = None) -> optax.GradientTransformation:
+def get_optimizer(name: str, learning_rate: float | None = None, *,
+                  injectable: bool = False) -> optax.GradientTransformation:
     """``compile(optimizer="rmsprop")``: the named optimizer with Keras defaults, or the given
-    learning rate."""
+    learning rate.
+
+    ``injectable=True`` keeps the numeric hyperparameters in the optimizer state
+    (``optax.inject_hyperparams``), so models stacked for ``jax.vmap`` can differ in them.
+    """
     try:
         factory = OPTIMIZERS[name]
     except KeyError:
         raise ValueError(f"unknown optimizer {name!r}; use one of {sorted(OPTIMIZERS)}") from None
+    if injectable:
+        factory = optax.inject_hyperparams(factory, static_args=STRUCTURAL_ARGS[name])
     return factory() if learning_rate is None else factory(learning_rate)

@@ -96,3 +96,24 @@ def test_ctrl_c_saves_and_the_resumed_run_ends_like_an_uninterrupted_one(imdb_da
                 {k: v for k, v in metrics.items() if k not in drop})
 
     assert result(workdir) == result(tmp_path / "whole")
+
+
+@pytest.mark.slow
+def test_num_seeds_and_learning_rates_train_a_grid(imdb_data_dir, tmp_path, capsys):
+    from rnnjax.cli import main
+
+    experiment = dict(recipes())["imdb_gru"]
+    status = main(experiment, ["--workdir", str(tmp_path / "grid"), "--epochs", "2",
+                               "--num-seeds", "2", "--learning-rates", "1e-3,1e-2",
+                               "--data-dir", str(imdb_data_dir), "--quiet"])
+    assert status == 0
+    assert "4 models: val_accuracy" in capsys.readouterr().out
+    metrics = json.loads((tmp_path / "grid" / "metrics.json").read_text())
+    assert [(m["seed"], m["learning_rate"]) for m in metrics["models"]] == [
+        (0, 1e-3), (1, 1e-3), (0, 1e-2), (1, 1e-2)]
+    accuracies = [m["test_accuracy"] for m in metrics["models"]]
+    assert metrics["test_accuracy_mean"] == pytest.approx(np.mean(accuracies))
+    assert metrics["test_accuracy_std"] == pytest.approx(np.std(accuracies))
+    for k in range(4):
+        history = json.loads((tmp_path / "grid" / f"history_{k}.json").read_text())["epochs"]
+        assert len(history) == metrics["models"][k]["epochs_run"]
