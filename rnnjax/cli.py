@@ -47,6 +47,9 @@ def build_parser(experiment: Experiment) -> argparse.ArgumentParser:
                         "per epoch")
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --workdir from its latest checkpoint")
+    parser.add_argument("--devices", type=int,
+                        help="split each batch over N devices (data parallel; on CPU needs "
+                        "XLA_FLAGS=--xla_force_host_platform_device_count=N)")
     parser.add_argument("--num-seeds", type=int, default=1,
                         help="train K models (seeds --seed .. --seed+K-1) at once, vmapped")
     parser.add_argument("--learning-rates", type=_floats,
@@ -117,8 +120,9 @@ def main(experiment: Experiment, argv: list[str] | None = None) -> int:
         if args.num_seeds < 1:
             raise UsageError(f"--num-seeds must be >= 1, got {args.num_seeds}")
         many = args.num_seeds > 1 or args.learning_rates is not None
-        if many and (args.resume or args.per_step):
-            raise UsageError("--num-seeds/--learning-rates runs cannot use --resume or --per-step")
+        if many and (args.resume or args.per_step or args.devices):
+            raise UsageError("--num-seeds/--learning-rates runs cannot use --resume, --per-step "
+                             "or --devices")
         workdir = args.workdir or default_workdir(experiment.name)
         _check_workdir(workdir, args.resume)
         if many:
@@ -136,7 +140,8 @@ def main(experiment: Experiment, argv: list[str] | None = None) -> int:
         try:
             metrics = run(experiment, workdir, data_dir=args.data_dir,
                           manual_dir=args.manual_dir, quiet=args.quiet,
-                          per_step=args.per_step, resume=args.resume, should_stop=interrupt)
+                          per_step=args.per_step, resume=args.resume, should_stop=interrupt,
+                          devices=args.devices)
         finally:
             signal.signal(signal.SIGINT, previous)
     except (UsageError, ValueError) as error:

@@ -29,6 +29,7 @@ from rnnjax.models import Classifier, ModelConfig, count_params, init_params
 from rnnjax.optimizers import OPTIMIZERS, get_optimizer
 from rnnjax.plots import history_png, model_png
 from rnnjax.progress import Progress
+from rnnjax.sharding import data_mesh
 from rnnjax.summary import summary
 from rnnjax.train import FitResult, evaluate, fit
 from rnnjax.train_state import TrainState
@@ -140,17 +141,20 @@ class Experiment:
 
 def run(experiment: Experiment, workdir: str, data_dir: str | None = None,
         manual_dir: str | None = None, quiet: bool = False, per_step: bool = False,
-        resume: bool = False, should_stop=lambda: False) -> dict | None:
+        resume: bool = False, should_stop=lambda: False,
+        devices: int | None = None) -> dict | None:
     """Trains and evaluates ``experiment``, writing its outputs to ``workdir``.
 
     With ``resume``, continues from the latest checkpoint in ``workdir`` (which must hold the same
     experiment). ``should_stop`` is polled between steps/epochs (Ctrl-C); when it stops the run,
-    the latest checkpoint is saved and None is returned.
+    the latest checkpoint is saved and None is returned. ``devices`` splits every batch over that
+    many devices (data parallelism; the result equals one device's).
 
     Returns:
       The final metrics (also ``workdir/metrics.json``), or None when interrupted.
     """
     started = time.perf_counter()
+    mesh = None if devices is None else data_mesh(devices)  # fails before anything is written
     config_json = experiment.to_dict()
     if resume:
         _check_same_experiment(os.path.join(workdir, "config.json"), config_json)
@@ -168,7 +172,7 @@ def run(experiment: Experiment, workdir: str, data_dir: str | None = None,
             early_stopping=early_stopping, checkpoints=checkpoints, checkpoint_config=config_json,
             resume=resume, history_path=os.path.join(workdir, "history.json"),
             progress=Progress(train.epochs, steps_per_epoch, quiet=quiet), per_step=per_step,
-            should_stop=should_stop,
+            should_stop=should_stop, mesh=mesh,
         )
     finally:
         checkpoints.close()

@@ -49,10 +49,13 @@ def eval_step(state: TrainState, batch: Batch) -> Metrics:
     return Metrics.from_batch(losses, accuracy(logits, batch["label"]), batch["weight"])
 
 
-def make_batch(data: DeviceData, rows: jax.Array, weights: jax.Array) -> Batch:
-    """Rows ``rows [B]`` of the on-device dataset, with their weights ``[B]``."""
+def make_batch(data: DeviceData, rows: jax.Array, weights: jax.Array,
+               sharding: jax.sharding.Sharding | None = None) -> Batch:
+    """Rows ``rows [B]`` of the on-device dataset, with their weights ``[B]``; split over devices
+    along the batch axis when ``sharding`` is given (data parallelism)."""
     ids, labels = gather_batch(data, rows)
-    return {"ids": ids, "label": labels, "weight": weights}
+    batch = {"ids": ids, "label": labels, "weight": weights}
+    return batch if sharding is None else jax.lax.with_sharding_constraint(batch, sharding)
 
 
 def step_rng(state: TrainState) -> jax.Array:
@@ -61,7 +64,8 @@ def step_rng(state: TrainState) -> jax.Array:
 
 
 def train_epoch(
-    state: TrainState, data: DeviceData, indices: jax.Array, weights: jax.Array
+    state: TrainState, data: DeviceData, indices: jax.Array, weights: jax.Array,
+    sharding: jax.sharding.Sharding | None = None,
 ) -> tuple[TrainState, Metrics, jax.Array]:
     """A whole epoch as one ``lax.scan`` over steps, gathering each batch on device.
 
@@ -70,6 +74,7 @@ def train_epoch(
       data: the training set on device.
       indices: ``[S, B]`` row numbers per step (the epoch's shuffled order).
       weights: ``[S, B]`` 1 for real rows, 0 for padding.
+      sharding: how to split each batch over devices (None: one device).
 
     Returns:
       ``(state, epoch metrics, per-step loss [S])``; the per-step losses let the host name the
@@ -78,7 +83,7 @@ def train_epoch(
 
     def body(carry, step_inputs):
         state, totals = carry
-        batch = make_batch(data, *step_inputs)
+        batch = make_batch(data, *step_inputs, sharding)
         state, metrics = train_step(state, batch, step_rng(state))
         return (state, totals.merge(metrics)), metrics.loss_sum / jnp.maximum(metrics.count, 1.0)
 
@@ -87,12 +92,13 @@ def train_epoch(
 
 
 def evaluate_epoch(
-    state: TrainState, data: DeviceData, indices: jax.Array, weights: jax.Array
+    state: TrainState, data: DeviceData, indices: jax.Array, weights: jax.Array,
+    sharding: jax.sharding.Sharding | None = None,
 ) -> Metrics:
     """Loss and accuracy sums over ``data`` in the order of ``indices [S, B]``."""
 
     def body(totals, step_inputs):
-        return totals.merge(eval_step(state, make_batch(data, *step_inputs))), None
+        return totals.merge(eval_step(state, make_batch(data, *step_inputs, sharding))), None
 
     totals, _ = jax.lax.scan(body, Metrics.zeros(), (indices, weights))
     return totals

@@ -14,6 +14,7 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
 
 from rnnjax import steps
 from rnnjax.batches import batch_indices, to_device
@@ -22,16 +23,17 @@ from rnnjax.early_stopping import EarlyStopping
 from rnnjax.metrics import History, Metrics
 from rnnjax.models import probabilities
 from rnnjax.progress import Progress
+from rnnjax.sharding import batch_sharding, replicate
 from rnnjax.train_state import TrainState
 from rnnjax.validation import check_batch_size, check_dataset, check_ids
 from rnnjax.workdir import write_atomic
 
 Arrays = tuple[np.ndarray, np.ndarray]  # (ids [N, T], labels [N])
 
-_train_epoch = jax.jit(steps.train_epoch, donate_argnums=0)
+_train_epoch = jax.jit(steps.train_epoch, donate_argnums=0, static_argnames="sharding")
 _train_step = jax.jit(steps.train_step, donate_argnums=0)
-_evaluate_epoch = jax.jit(steps.evaluate_epoch)
-_make_batch = jax.jit(steps.make_batch)
+_evaluate_epoch = jax.jit(steps.evaluate_epoch, static_argnames="sharding")
+_make_batch = jax.jit(steps.make_batch, static_argnames="sharding")
 _batch_indices = jax.jit(batch_indices, static_argnames=("n", "batch_size", "shuffle"))
 _predict = jax.jit(lambda state, ids: probabilities(steps.predict_logits(state, ids)))
 
@@ -94,7 +96,8 @@ def _totals(values: tuple[float, float, float]) -> Metrics:
     return Metrics(*(jnp.asarray(v, jnp.float32) for v in values))
 
 
-def _run_per_step(state, data, indices, weights, totals, first_step, progress, should_stop):
+def _run_per_step(state, data, indices, weights, totals, first_step, progress, should_stop,
+                  sharding):
     """Steps ``first_step..S`` of an epoch, one jitted dispatch each, for a live progress bar.
 
     Stops after a non-finite loss, or after any step once ``should_stop()`` is true; returns the
@@ -103,7 +106,7 @@ def _run_per_step(state, data, indices, weights, totals, first_step, progress, s
     step_losses = []
     step = first_step
     while step < indices.shape[0]:
-        batch = _make_batch(data, indices[step], weights[step])
+        batch = _make_batch(data, indices[step], weights[step], sharding)
         state, metrics = _train_step(state, batch, steps.step_rng(state))
         totals = totals.merge(metrics)
         step += 1
@@ -112,6 +115,16 @@ def _run_per_step(state, data, indices, weights, totals, first_step, progress, s
         if not math.isfinite(step_losses[-1]) or should_stop():
             break
     return state, totals, np.asarray(step_losses), step
+
+
+def _placement(mesh: Mesh | None, batch_size: int):
+    """``(place, batch sharding)``: identity and None on one device; replication and the batch
+    split for a data-parallel mesh."""
+    if mesh is None:
+        return (lambda tree: tree), None
+    if batch_size % mesh.size:
+        raise ValueError(f"batch_size {batch_size} does not split evenly over {mesh.size} devices")
+    return (lambda tree: replicate(tree, mesh)), batch_sharding(mesh)
 
 
 def fit(
@@ -130,6 +143,7 @@ def fit(
     progress: Progress | None = None,
     per_step: bool = False,
     should_stop=lambda: False,
+    mesh: Mesh | None = None,
 ) -> FitResult:
     """Keras ``model.fit(x, y, validation_data=..., epochs, batch_size, callbacks=[...])``.
 
@@ -154,6 +168,8 @@ def fit(
       per_step: one dispatch per step instead of one per epoch.
       should_stop: polled after every step (per-step mode) or epoch; when it returns True the run
         saves the latest checkpoint and returns with ``interrupted=True`` (Ctrl-C handling).
+      mesh: a ``sharding.data_mesh``: each batch is split over its devices, the state and data
+        are replicated (``batch_size`` must divide evenly). Same results as one device.
 
     Returns:
       A ``FitResult``. Validation logs are prefixed ``val_``; every epoch also logs ``seconds``.
@@ -173,13 +189,15 @@ def fit(
         loop = LoopState.from_json(saved)
     # Epochs donate the state's buffers; copy once so the caller's state stays usable.
     state = jax.tree.map(jnp.copy, state)
-    train_data = to_device(*train)
+    place, split = _placement(mesh, batch_size)
+    state = place(state)
+    train_data = place(to_device(*train))
     num_examples = len(train[0])
     val_data = val_indices = val_weights = None
     if validation is not None:
-        val_data = to_device(*validation)
-        val_indices, val_weights = _batch_indices(0, 0, n=len(validation[0]),
-                                                  batch_size=batch_size, shuffle=False)
+        val_data = place(to_device(*validation))
+        val_indices, val_weights = place(_batch_indices(0, 0, n=len(validation[0]),
+                                                        batch_size=batch_size, shuffle=False))
     num_steps = math.ceil(num_examples / batch_size)
     progress = progress or Progress(epochs, num_steps, quiet=True)
     history, early_stopping = loop.history, loop.early_stopping
@@ -194,15 +212,17 @@ def fit(
     for epoch in range(loop.epoch, epochs):
         start = time.perf_counter()
         progress.epoch_begin(epoch)
-        indices, weights = _batch_indices(seed, epoch, n=num_examples, batch_size=batch_size)
+        indices, weights = place(_batch_indices(seed, epoch, n=num_examples,
+                                                batch_size=batch_size))
         first_step = loop.step if epoch == loop.epoch else 0
         totals = _totals(loop.totals) if first_step else Metrics.zeros()
         if per_step:
             state, totals, step_losses, done = _run_per_step(
-                state, train_data, indices, weights, totals, first_step, progress, should_stop)
+                state, train_data, indices, weights, totals, first_step, progress, should_stop,
+                split)
         else:
             state, epoch_totals, step_losses = _train_epoch(
-                state, train_data, indices[first_step:], weights[first_step:])
+                state, train_data, indices[first_step:], weights[first_step:], split)
             totals, done = totals.merge(epoch_totals), num_steps
         bad_step = _first_non_finite(np.asarray(step_losses))
         if bad_step is not None:
@@ -218,7 +238,8 @@ def fit(
             break
         logs = totals.compute()
         if val_data is not None:
-            logs |= _evaluate_epoch(state, val_data, val_indices, val_weights).compute("val_")
+            logs |= _evaluate_epoch(state, val_data, val_indices, val_weights,
+                                    split).compute("val_")
         logs["seconds"] = time.perf_counter() - start
         history = history.append(logs)
 
