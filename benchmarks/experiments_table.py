@@ -34,20 +34,36 @@ def main():
         if wanted and name not in wanted:
             continue
         started = time.perf_counter()
-        metrics = run(experiment, os.path.join(args.out, name), data_dir=args.data_dir,
-                      manual_dir=args.manual_dir, quiet=True)
+        metrics = run(
+            experiment,
+            os.path.join(args.out, name),
+            data_dir=args.data_dir,
+            manual_dir=args.manual_dir,
+            quiet=True,
+        )
         metrics["wall_seconds"] = time.perf_counter() - started
         rows.append(metrics)
-        print(f"{name}: best epoch {metrics['best_epoch']}, val {metrics['val_accuracy']:.4f}, "
-              f"test {metrics['test_accuracy']:.4f}, {metrics['wall_seconds']:.0f}s", flush=True)
+        print(
+            f"{name}: best epoch {metrics['best_epoch']}, val {metrics['val_accuracy']:.4f}, "
+            f"test {metrics['test_accuracy']:.4f}, {metrics['wall_seconds']:.0f}s",
+            flush=True,
+        )
     with open(os.path.join(args.out, "table.json"), "w") as f:
-        json.dump({"machine": f"{platform.processor() or platform.machine()}, "
-                   f"{os.cpu_count()} cores", "rows": rows}, f, indent=1)
+        json.dump(
+            {
+                "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+                "rows": rows,
+            },
+            f,
+            indent=1,
+        )
     print("\n| experiment | best epoch | epochs run | val acc | test acc | wall s |")
     print("|---|---|---|---|---|---|")
     for m in rows:
-        print(f"| {m['experiment']} | {m['best_epoch']} | {m['epochs_run']} | "
-              f"{m['val_accuracy']:.4f} | {m['test_accuracy']:.4f} | {m['wall_seconds']:.0f} |")
+        print(
+            f"| {m['experiment']} | {m['best_epoch']} | {m['epochs_run']} | "
+            f"{m['val_accuracy']:.4f} | {m['test_accuracy']:.4f} | {m['wall_seconds']:.0f} |"
+        )
 
 
 if __name__ == "__main__":

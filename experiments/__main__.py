@@ -11,8 +11,9 @@ def recipes():
     found = []
     for module in pkgutil.iter_modules(experiments.__path__):
         if not module.name.startswith("_"):
-            found.append((module.name,
-                          importlib.import_module(f"experiments.{module.name}").EXPERIMENT))
+            found.append(
+                (module.name, importlib.import_module(f"experiments.{module.name}").EXPERIMENT)
+            )
     return sorted(found)
 
 

@@ -1,6 +1,6 @@
 """IMDB: Embedding(500, 16) -> GRU(8) -> Dense(1).
 
-    python -m experiments.imdb_gru
+python -m experiments.imdb_gru
 """
 
 from experiments import LayerSpec, imdb

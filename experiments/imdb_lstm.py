@@ -1,6 +1,6 @@
 """IMDB sentiment, the tutorial's base model: Embedding(500, 16) -> LSTM(8) -> Dense(1).
 
-    python -m experiments.imdb_lstm
+python -m experiments.imdb_lstm
 """
 
 from experiments import LayerSpec, imdb

@@ -1,13 +1,19 @@
 """IMDB: Embedding(500, 32) -> LSTM(32, dropout=0.2) -> Dense(1), Adam, batch 32.
 
-    python -m experiments.imdb_lstm32_dropout
+python -m experiments.imdb_lstm32_dropout
 """
 
 from experiments import LayerSpec, imdb
 
-EXPERIMENT = imdb("imdb_lstm32_dropout", __doc__.splitlines()[0],
-                  layers=(LayerSpec("lstm", 32, dropout=0.2),), embed_dim=32,
-                  optimizer="adam", learning_rate=1e-3, batch_size=32)
+EXPERIMENT = imdb(
+    "imdb_lstm32_dropout",
+    __doc__.splitlines()[0],
+    layers=(LayerSpec("lstm", 32, dropout=0.2),),
+    embed_dim=32,
+    optimizer="adam",
+    learning_rate=1e-3,
+    batch_size=32,
+)
 
 if __name__ == "__main__":
     from rnnjax.cli import main

@@ -1,12 +1,15 @@
-"""IMDB: Embedding(500, 16) -> LSTM(8, dropout=0.3, return_sequences) -> LSTM(8, dropout=0.3) -> Dense(1).
+"""IMDB: Embedding(500, 16) -> two LSTM(8, dropout=0.3) -> Dense(1).
 
-    python -m experiments.imdb_lstm_stacked
+python -m experiments.imdb_lstm_stacked
 """
 
 from experiments import LayerSpec, imdb
 
-EXPERIMENT = imdb("imdb_lstm_stacked", __doc__.splitlines()[0],
-                  layers=(LayerSpec("lstm", 8, dropout=0.3), LayerSpec("lstm", 8, dropout=0.3)))
+EXPERIMENT = imdb(
+    "imdb_lstm_stacked",
+    __doc__.splitlines()[0],
+    layers=(LayerSpec("lstm", 8, dropout=0.3), LayerSpec("lstm", 8, dropout=0.3)),
+)
 
 if __name__ == "__main__":
     from rnnjax.cli import main

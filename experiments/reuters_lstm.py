@@ -7,8 +7,13 @@ The tutorial names no optimizer; Adam with Keras' defaults (lr 1e-3) is our choi
 
 from experiments import LayerSpec, reuters
 
-EXPERIMENT = reuters("reuters_lstm", __doc__.splitlines()[0], layers=(LayerSpec("lstm", 100),),
-                     optimizer="adam", learning_rate=1e-3)
+EXPERIMENT = reuters(
+    "reuters_lstm",
+    __doc__.splitlines()[0],
+    layers=(LayerSpec("lstm", 100),),
+    optimizer="adam",
+    learning_rate=1e-3,
+)
 
 if __name__ == "__main__":
     from rnnjax.cli import main

@@ -10,10 +10,12 @@ move the input half out of its time loop:
 
 * ``project(x, input_masks)``: the input half, ``x @ kernel + input bias``, for ``x`` of shape
   ``[B, D]`` (one step) or ``[B, T, D]`` (a whole sequence) -> ``[B, (T,) G*U]``.
-* ``step(carry, xw_t, recurrent_masks)``: the recurrent half, ``carry, [B, G*U] -> carry, h [B, U]``.
+* ``step(carry, xw_t, recurrent_masks)``: the recurrent half,
+  ``carry, [B, G*U] -> carry, h [B, U]``.
 
 ``cell(carry, x_t)`` runs both halves: the Flax cell protocol, so the cells also work inside
-``flax.linen.RNN``. Carries are tuples in Keras state order: ``(h, c)`` for LSTM, ``(h,)`` otherwise.
+``flax.linen.RNN``. Carries are tuples in Keras state order: ``(h, c)`` for LSTM, ``(h,)``
+otherwise.
 """
 
 from __future__ import annotations
@@ -149,7 +151,9 @@ class RecurrentCell(nn.Module):
         input_key, recurrent_key = jax.random.split(key)
         input_masks = recurrent_masks = None
         if self.dropout > 0:
-            input_masks = dropout_mask(input_key, self.dropout, (count, batch_size, input_dim), dtype)
+            input_masks = dropout_mask(
+                input_key, self.dropout, (count, batch_size, input_dim), dtype
+            )
         if self.recurrent_dropout > 0:
             recurrent_masks = dropout_mask(
                 recurrent_key, self.recurrent_dropout, (count, batch_size, self.units), dtype
@@ -273,7 +277,8 @@ class GRUCell(RecurrentCell):
 
 
 class SimpleRNNCell(RecurrentCell):
-    """``keras.layers.SimpleRNNCell``: ``h' = activation(x @ kernel + bias + h @ recurrent_kernel)``."""
+    """``keras.layers.SimpleRNNCell``: ``h' = activation(x @ kernel + bias + h @ R)``, with R the
+    ``recurrent_kernel``."""
 
     gates: ClassVar[int] = 1
     per_gate_masks: ClassVar[bool] = False

@@ -1,4 +1,4 @@
-"""Orbax checkpoints of a run: the best by the monitored metric and the latest, each with the config.
+"""Orbax checkpoints of a run: the best by the monitored metric and the latest, with the config.
 
 ``<dir>/best/<epoch>/``: the parameters of the best epoch so far (Keras
 ``ModelCheckpoint(save_best_only=True)``), with the monitored value as Orbax metrics, so the best is
@@ -68,16 +68,22 @@ class Checkpoints:
         self.best_value = float(logs.get(self.monitor, float("nan")))
         self._best.save(
             epoch,
-            args=ocp.args.Composite(params=ocp.args.StandardSave(params),
-                                    config=ocp.args.JsonSave(config)),
+            args=ocp.args.Composite(
+                params=ocp.args.StandardSave(params), config=ocp.args.JsonSave(config)
+            ),
             metrics={self.monitor: self.best_value},
         )
 
-    def save_latest(self, step: int, state: Any, best_params: Any, loop: dict, config: dict) -> None:
+    def save_latest(
+        self, step: int, state: Any, best_params: Any, loop: dict, config: dict
+    ) -> None:
         """``state``: the ``TrainState`` pytree; ``best_params``: the weights early stopping would
         restore (or None); ``loop``: JSON host state (position, history, early stopping)."""
-        items = dict(state=ocp.args.StandardSave(state), loop=ocp.args.JsonSave(loop),
-                     config=ocp.args.JsonSave(config))
+        items = dict(
+            state=ocp.args.StandardSave(state),
+            loop=ocp.args.JsonSave(loop),
+            config=ocp.args.JsonSave(config),
+        )
         if best_params is not None:
             items["best_params"] = ocp.args.StandardSave(best_params)
         self._latest.save(step, args=ocp.args.Composite(**items))
@@ -120,8 +126,12 @@ def load_model(directory: str) -> tuple[Classifier, Any, dict]:
     try:
         step = manager.latest_step()
         if step is None:
-            raise ValueError(f"no best checkpoint under {directory!r}; pass a run's checkpoints/ dir")
-        config = manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"]
+            raise ValueError(
+                f"no best checkpoint under {directory!r}; pass a run's checkpoints/ dir"
+            )
+        config = manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))[
+            "config"
+        ]
         model_config = ModelConfig.from_dict(config["model"])
         abstract = jax.eval_shape(lambda: init_params(model_config, jax.random.key(0)))
         params = manager.restore(

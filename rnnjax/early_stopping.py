@@ -38,7 +38,9 @@ def monitor_direction(monitor: str, mode: Mode = "auto") -> Literal["min", "max"
     return METRIC_DIRECTIONS[name]
 
 
-def is_improvement(current: float, reference: float | None, direction: str, min_delta: float) -> bool:
+def is_improvement(
+    current: float, reference: float | None, direction: str, min_delta: float
+) -> bool:
     """``current`` beats ``reference`` by more than ``|min_delta|`` (always, if no reference)."""
     if reference is None:
         return True
@@ -93,12 +95,18 @@ class EarlyStopping:
                 current, self.baseline, self.direction, self.min_delta
             )
             return dataclasses.replace(
-                self, best=current, best_epoch=epoch, wait=0 if beats_baseline else wait,
+                self,
+                best=current,
+                best_epoch=epoch,
+                wait=0 if beats_baseline else wait,
                 improved=True,
             )
         stop = wait >= self.patience and epoch > 0
         return dataclasses.replace(
-            self, wait=wait, improved=False, stop_training=stop,
+            self,
+            wait=wait,
+            improved=False,
+            stop_training=stop,
             stopped_epoch=epoch if stop else self.stopped_epoch,
         )
 

@@ -60,7 +60,8 @@ def _model(totals: Metrics, k: int) -> Metrics:
 @jax.jit
 def _train_epochs(states, active, data, indices, weights):
     new, totals, step_losses = jax.vmap(steps.train_epoch, in_axes=(0, None, 0, 0))(
-        states, data, indices, weights)
+        states, data, indices, weights
+    )
     return _select(active, new, states), totals, step_losses
 
 
@@ -120,11 +121,13 @@ def fit_ensemble(
     num_examples = len(train[0])
     val_args = None
     if validation is not None:
-        validation = check_dataset(validation, config.vocab_size, config.num_classes,
-                                   "validation data")
-        val_args = (to_device(*validation),
-                    *_val_indices(0, 0, n=len(validation[0]), batch_size=batch_size,
-                                  shuffle=False))
+        validation = check_dataset(
+            validation, config.vocab_size, config.num_classes, "validation data"
+        )
+        val_args = (
+            to_device(*validation),
+            *_val_indices(0, 0, n=len(validation[0]), batch_size=batch_size, shuffle=False),
+        )
     progress = progress or Progress(epochs, math.ceil(num_examples / batch_size), quiet=True)
     states = jax.tree.map(jnp.copy, states)
     records = [early_stopping] * count if early_stopping is not None else [None] * count
@@ -136,10 +139,10 @@ def fit_ensemble(
     for epoch in range(epochs):
         start = time.perf_counter()
         progress.epoch_begin(epoch)
-        indices, weights = _epoch_indices(seeds_array, epoch, n=num_examples,
-                                          batch_size=batch_size)
-        states, totals, step_losses = _train_epochs(states, jnp.asarray(active), train_data,
-                                                    indices, weights)
+        indices, weights = _epoch_indices(seeds_array, epoch, n=num_examples, batch_size=batch_size)
+        states, totals, step_losses = _train_epochs(
+            states, jnp.asarray(active), train_data, indices, weights
+        )
         finite = np.isfinite(np.asarray(step_losses)).all(axis=1)
         logs = [_model(totals, k).compute() for k in range(count)]
         if val_args is not None:
@@ -159,8 +162,9 @@ def fit_ensemble(
                 active[k] = not records[k].stop_training
         if improved.any():
             best_params = _select(jnp.asarray(improved), states.params, best_params)
-        progress.epoch_end({key: float(np.mean([logs[k][key] for k in range(count)]))
-                            for key in logs[0]})
+        progress.epoch_end(
+            {key: float(np.mean([logs[k][key] for k in range(count)])) for key in logs[0]}
+        )
         if not active.any():
             break
 
@@ -174,8 +178,9 @@ def evaluate_ensemble(states: TrainState, data: Arrays, batch_size: int = 32) ->
     """``evaluate`` for each of K stacked models: K dicts of loss and accuracy."""
     config = states.model.config
     data = check_dataset(data, config.vocab_size, config.num_classes, "evaluation data")
-    indices, weights = _val_indices(0, 0, n=len(data[0]), batch_size=check_batch_size(batch_size),
-                                    shuffle=False)
+    indices, weights = _val_indices(
+        0, 0, n=len(data[0]), batch_size=check_batch_size(batch_size), shuffle=False
+    )
     totals = _evaluate(states, to_device(*data), indices, weights)
     count = jax.tree.leaves(states)[0].shape[0]
     return [_model(totals, k).compute() for k in range(count)]

@@ -71,23 +71,32 @@ class Splits:
     test: tuple[np.ndarray, np.ndarray]
 
 
-def load_splits(config: DataConfig, data_dir: str | None = None,
-                manual_dir: str | None = None) -> Splits:
+def load_splits(
+    config: DataConfig, data_dir: str | None = None, manual_dir: str | None = None
+) -> Splits:
     """The tutorials' data preparation: ``load_data(num_words)``, ``pad_sequences(maxlen,
     padding, truncating)`` on both splits, and a seeded validation split of the training set."""
     if config.dataset == "imdb":
         dataset = imdb.load(num_words=config.num_words, data_dir=data_dir, manual_dir=manual_dir)
     else:
-        dataset = reuters.load(num_words=config.num_words, test_split=config.test_split,
-                               data_dir=data_dir, manual_dir=manual_dir)
+        dataset = reuters.load(
+            num_words=config.num_words,
+            test_split=config.test_split,
+            data_dir=data_dir,
+            manual_dir=manual_dir,
+        )
 
     def pad(sequences):
-        return pad_sequences(sequences, maxlen=config.maxlen, padding=config.padding,
-                             truncating=config.truncating)
+        return pad_sequences(
+            sequences, maxlen=config.maxlen, padding=config.padding, truncating=config.truncating
+        )
 
-    train, validation = train_validation_split(pad(dataset.x_train), dataset.y_train,
-                                               fraction=config.validation_split,
-                                               seed=config.split_seed)
+    train, validation = train_validation_split(
+        pad(dataset.x_train),
+        dataset.y_train,
+        fraction=config.validation_split,
+        seed=config.split_seed,
+    )
     return Splits(train, validation, (pad(dataset.x_test), dataset.y_test))
 
 
@@ -107,7 +116,9 @@ class TrainConfig:
 
     def __post_init__(self):
         if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {sorted(OPTIMIZERS)}, got {self.optimizer!r}")
+            raise ValueError(
+                f"optimizer must be one of {sorted(OPTIMIZERS)}, got {self.optimizer!r}"
+            )
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
         if self.batch_size < 1:
@@ -139,10 +150,17 @@ class Experiment:
         return dataclasses.asdict(self)
 
 
-def run(experiment: Experiment, workdir: str, data_dir: str | None = None,
-        manual_dir: str | None = None, quiet: bool = False, per_step: bool = False,
-        resume: bool = False, should_stop=lambda: False,
-        devices: int | None = None) -> dict | None:
+def run(
+    experiment: Experiment,
+    workdir: str,
+    data_dir: str | None = None,
+    manual_dir: str | None = None,
+    quiet: bool = False,
+    per_step: bool = False,
+    resume: bool = False,
+    should_stop=lambda: False,
+    devices: int | None = None,
+) -> dict | None:
     """Trains and evaluates ``experiment``, writing its outputs to ``workdir``.
 
     With ``resume``, continues from the latest checkpoint in ``workdir`` (which must hold the same
@@ -162,17 +180,27 @@ def run(experiment: Experiment, workdir: str, data_dir: str | None = None,
     train = experiment.train
     state = create_state(experiment, train.seed)
     early_stopping = _early_stopping(train)
-    checkpoints = Checkpoints(os.path.join(workdir, "checkpoints"), train.monitor,
-                              early_stopping.direction)
+    checkpoints = Checkpoints(
+        os.path.join(workdir, "checkpoints"), train.monitor, early_stopping.direction
+    )
     steps_per_epoch = -(-len(splits.train[0]) // train.batch_size)
     try:
         result: FitResult = fit(
-            state, splits.train, splits.validation,
-            epochs=train.epochs, batch_size=train.batch_size, seed=train.seed,
-            early_stopping=early_stopping, checkpoints=checkpoints, checkpoint_config=config_json,
-            resume=resume, history_path=os.path.join(workdir, "history.json"),
-            progress=Progress(train.epochs, steps_per_epoch, quiet=quiet), per_step=per_step,
-            should_stop=should_stop, mesh=mesh,
+            state,
+            splits.train,
+            splits.validation,
+            epochs=train.epochs,
+            batch_size=train.batch_size,
+            seed=train.seed,
+            early_stopping=early_stopping,
+            checkpoints=checkpoints,
+            checkpoint_config=config_json,
+            resume=resume,
+            history_path=os.path.join(workdir, "history.json"),
+            progress=Progress(train.epochs, steps_per_epoch, quiet=quiet),
+            per_step=per_step,
+            should_stop=should_stop,
+            mesh=mesh,
         )
     finally:
         checkpoints.close()
@@ -187,8 +215,11 @@ def run(experiment: Experiment, workdir: str, data_dir: str | None = None,
     metrics = {
         "experiment": experiment.name,
         "epochs_run": len(history),
-        "best_epoch": None if stopping is None or stopping.best is None else stopping.best_epoch + 1,
-        "stopped_epoch": None if stopping is None or not stopping.stopped_epoch
+        "best_epoch": None
+        if stopping is None or stopping.best is None
+        else stopping.best_epoch + 1,
+        "stopped_epoch": None
+        if stopping is None or not stopping.stopped_epoch
         else stopping.stopped_epoch + 1,
         "terminated_on_nan_at": result.nan_at,
         "params": count_params(result.state.params),
@@ -201,8 +232,9 @@ def run(experiment: Experiment, workdir: str, data_dir: str | None = None,
     return metrics
 
 
-def create_state(experiment: Experiment, seed: int, learning_rate: float | None = None,
-                 injectable: bool = False) -> TrainState:
+def create_state(
+    experiment: Experiment, seed: int, learning_rate: float | None = None, injectable: bool = False
+) -> TrainState:
     """The compiled-model state of ``experiment``: parameters from ``seed``'s init key, dropout
     from its second key, the configured optimizer (at ``learning_rate`` when given)."""
     train = experiment.train
@@ -210,35 +242,45 @@ def create_state(experiment: Experiment, seed: int, learning_rate: float | None 
     return TrainState.create(
         model=Classifier(experiment.model),
         params=init_params(experiment.model, init_key),
-        tx=get_optimizer(train.optimizer, learning_rate or train.learning_rate,
-                         injectable=injectable),
+        tx=get_optimizer(
+            train.optimizer, learning_rate or train.learning_rate, injectable=injectable
+        ),
         rng=dropout_key,
         loss=train.loss,
     )
 
 
 def _early_stopping(train: TrainConfig) -> EarlyStopping:
-    return EarlyStopping(monitor=train.monitor, patience=train.patience,
-                         restore_best_weights=train.restore_best_weights)
+    return EarlyStopping(
+        monitor=train.monitor,
+        patience=train.patience,
+        restore_best_weights=train.restore_best_weights,
+    )
 
 
-def _prepare(experiment: Experiment, workdir: str, data_dir: str | None,
-             manual_dir: str | None) -> Splits:
+def _prepare(
+    experiment: Experiment, workdir: str, data_dir: str | None, manual_dir: str | None
+) -> Splits:
     """Loads the data first (so a data error writes nothing), then writes the run's config,
     summary and model diagram."""
     splits = load_splits(experiment.data, data_dir, manual_dir)
     os.makedirs(workdir, exist_ok=True)
-    write_atomic(os.path.join(workdir, "config.json"),
-                 json.dumps(experiment.to_dict(), indent=1))
+    write_atomic(os.path.join(workdir, "config.json"), json.dumps(experiment.to_dict(), indent=1))
     seq_len = experiment.data.maxlen
     write_atomic(os.path.join(workdir, "summary.txt"), summary(experiment.model, seq_len) + "\n")
     write_atomic(os.path.join(workdir, "model.png"), model_png(experiment.model, seq_len))
     return splits
 
 
-def run_ensemble(experiment: Experiment, workdir: str, seeds: Sequence[int],
-                 learning_rates: Sequence[float] | None = None, data_dir: str | None = None,
-                 manual_dir: str | None = None, quiet: bool = False) -> dict:
+def run_ensemble(
+    experiment: Experiment,
+    workdir: str,
+    seeds: Sequence[int],
+    learning_rates: Sequence[float] | None = None,
+    data_dir: str | None = None,
+    manual_dir: str | None = None,
+    quiet: bool = False,
+) -> dict:
     """Trains one model per (seed, learning rate) pair in one vmapped program.
 
     Writes ``history_<k>.json`` per model and ``metrics.json`` with every model's results and the
@@ -252,23 +294,38 @@ def run_ensemble(experiment: Experiment, workdir: str, seeds: Sequence[int],
     states = stack([create_state(experiment, seed, lr, injectable=True) for seed, lr in runs])
     steps_per_epoch = -(-len(splits.train[0]) // train.batch_size)
     result = fit_ensemble(
-        states, splits.train, splits.validation, seeds=[seed for seed, _ in runs],
-        epochs=train.epochs, batch_size=train.batch_size, early_stopping=_early_stopping(train),
+        states,
+        splits.train,
+        splits.validation,
+        seeds=[seed for seed, _ in runs],
+        epochs=train.epochs,
+        batch_size=train.batch_size,
+        early_stopping=_early_stopping(train),
         progress=Progress(train.epochs, steps_per_epoch, quiet=quiet),
     )
-    evaluations = {name: evaluate_ensemble(result.state, split, train.batch_size)
-                   for name, split in (("val", splits.validation), ("test", splits.test))}
+    evaluations = {
+        name: evaluate_ensemble(result.state, split, train.batch_size)
+        for name, split in (("val", splits.validation), ("test", splits.test))
+    }
     models = []
     for k, ((seed, lr), history, stopping) in enumerate(
-            zip(runs, result.histories, result.early_stopping)):
+        zip(runs, result.histories, result.early_stopping)
+    ):
         write_atomic(os.path.join(workdir, f"history_{k}.json"), history.to_json())
-        models.append({
-            "seed": seed, "learning_rate": lr, "epochs_run": len(history),
-            "best_epoch": stopping.best_epoch + 1 if stopping.best is not None else None,
-            "stopped_epoch": stopping.stopped_epoch + 1 if stopping.stopped_epoch else None,
-            **{f"{name}_{key}": logs[k][key] for name, logs in evaluations.items()
-               for key in ("loss", "accuracy")},
-        })
+        models.append(
+            {
+                "seed": seed,
+                "learning_rate": lr,
+                "epochs_run": len(history),
+                "best_epoch": stopping.best_epoch + 1 if stopping.best is not None else None,
+                "stopped_epoch": stopping.stopped_epoch + 1 if stopping.stopped_epoch else None,
+                **{
+                    f"{name}_{key}": logs[k][key]
+                    for name, logs in evaluations.items()
+                    for key in ("loss", "accuracy")
+                },
+            }
+        )
     metrics = {"experiment": experiment.name, "models": models}
     for key in ("val_accuracy", "test_accuracy"):
         values = np.asarray([m[key] for m in models])

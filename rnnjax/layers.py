@@ -77,7 +77,9 @@ class RNN(nn.Module):
           ``(output, *final_states)``.
         """
         if inputs.ndim != 3:
-            raise ValueError(f"RNN expects inputs [batch, time, features], got shape {inputs.shape}")
+            raise ValueError(
+                f"RNN expects inputs [batch, time, features], got shape {inputs.shape}"
+            )
         batch_size, time_steps, input_dim = inputs.shape
         cell = self.cell
         if mask is not None and mask.shape != (batch_size, time_steps):
@@ -165,7 +167,10 @@ class Bidirectional(nn.Module):
         forward = self.layer.clone(parent=self, name="forward", _deep_clone=True)
         if self.backward_layer is None:
             backward = self.layer.clone(
-                parent=self, name="backward", _deep_clone=True, go_backwards=not forward.go_backwards
+                parent=self,
+                name="backward",
+                _deep_clone=True,
+                go_backwards=not forward.go_backwards,
             )
         else:
             backward = self.backward_layer.clone(parent=self, name="backward", _deep_clone=True)

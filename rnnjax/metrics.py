@@ -24,7 +24,9 @@ class Metrics(struct.PyTreeNode):
 
     @classmethod
     def zeros(cls) -> Metrics:
-        return cls(jnp.zeros([], jnp.float32), jnp.zeros([], jnp.float32), jnp.zeros([], jnp.float32))
+        return cls(
+            jnp.zeros([], jnp.float32), jnp.zeros([], jnp.float32), jnp.zeros([], jnp.float32)
+        )
 
     @classmethod
     def from_batch(cls, losses: jax.Array, correct: jax.Array, weights: jax.Array) -> Metrics:
@@ -36,9 +38,9 @@ class Metrics(struct.PyTreeNode):
 
     def compute(self, prefix: str = "") -> dict[str, float]:
         """Host floats ``{prefix + "loss": mean loss, prefix + "accuracy": mean accuracy}``."""
-        loss_sum, correct_sum, count = (float(v) for v in jax.device_get((self.loss_sum,
-                                                                          self.correct_sum,
-                                                                          self.count)))
+        loss_sum, correct_sum, count = (
+            float(v) for v in jax.device_get((self.loss_sum, self.correct_sum, self.count))
+        )
         count = max(count, 1.0)
         return {f"{prefix}loss": loss_sum / count, f"{prefix}accuracy": correct_sum / count}
 

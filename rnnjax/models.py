@@ -59,16 +59,25 @@ class LayerSpec:
         validate_rate("recurrent_dropout", self.recurrent_dropout)
         for name in ("activation", "recurrent_activation"):
             if getattr(self, name) not in ACTIVATIONS:
-                raise ValueError(f"{name} must be one of {sorted(ACTIVATIONS)}, got {getattr(self, name)!r}")
+                raise ValueError(
+                    f"{name} must be one of {sorted(ACTIVATIONS)}, got {getattr(self, name)!r}"
+                )
         if self.merge_mode not in MERGE_MODES or (self.bidirectional and self.merge_mode is None):
-            raise ValueError(f"merge_mode must be one of 'concat', 'sum', 'mul', 'ave', got {self.merge_mode!r}")
+            raise ValueError(
+                f"merge_mode must be one of 'concat', 'sum', 'mul', 'ave', got {self.merge_mode!r}"
+            )
         if self.unroll < 1:
             raise ValueError(f"unroll must be >= 1, got {self.unroll}")
 
     def make_cell(self) -> RecurrentCell:
         """The Keras cell this spec describes, unbound (the ``RNN`` that holds it adopts it)."""
-        fields = dict(units=self.units, activation=self.activation, dropout=self.dropout,
-                      recurrent_dropout=self.recurrent_dropout, parent=None)
+        fields = dict(
+            units=self.units,
+            activation=self.activation,
+            dropout=self.dropout,
+            recurrent_dropout=self.recurrent_dropout,
+            parent=None,
+        )
         if self.kind != "simple_rnn":
             fields["recurrent_activation"] = self.recurrent_activation
         if self.kind == "gru":
@@ -149,10 +158,13 @@ class Classifier(nn.Module):
 
     @nn.compact
     def __call__(self, ids: Array, training: bool = False) -> Array:
-        """``ids [B, T]`` int -> logits ``[B, C]``. ``training`` turns dropout on (rng 'dropout')."""
+        """``ids [B, T]`` -> ``[B, C]``; ``training`` turns dropout on (rng 'dropout')."""
         config = self.config
         x = nn.Embed(
-            config.vocab_size, config.embed_dim, embedding_init=keras_embedding_init, name="embedding"
+            config.vocab_size,
+            config.embed_dim,
+            embedding_init=keras_embedding_init,
+            name="embedding",
         )(ids)
         mask = padding_mask(ids) if config.mask_zero else None
         last = len(config.layers) - 1

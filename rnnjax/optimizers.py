@@ -89,8 +89,9 @@ OPTIMIZERS = {"rmsprop": rmsprop, "adam": adam, "sgd": sgd}
 STRUCTURAL_ARGS = {"rmsprop": ("momentum", "centered"), "adam": (), "sgd": ("momentum", "nesterov")}
 
 
-def get_optimizer(name: str, learning_rate: float | None = None, *,
-                  injectable: bool = False) -> optax.GradientTransformation:
+def get_optimizer(
+    name: str, learning_rate: float | None = None, *, injectable: bool = False
+) -> optax.GradientTransformation:
     """``compile(optimizer="rmsprop")``: the named optimizer with Keras defaults, or the given
     learning rate.
 

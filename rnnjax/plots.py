@@ -51,12 +51,31 @@ def model_png(config: ModelConfig, seq_len: int | None = None) -> bytes:
     axes.axis("off")
     for index, ((layer, output, params), shape_in) in enumerate(zip(rows, inputs)):
         y = height - 1.2 * index - 0.9
-        axes.add_patch(plt.Rectangle((0.08, y), 0.84, 0.7, fill=True, facecolor="#eef3fb",
-                                     edgecolor="#33475b", linewidth=1.2))
+        axes.add_patch(
+            plt.Rectangle(
+                (0.08, y),
+                0.84,
+                0.7,
+                fill=True,
+                facecolor="#eef3fb",
+                edgecolor="#33475b",
+                linewidth=1.2,
+            )
+        )
         axes.text(0.5, y + 0.47, layer, ha="center", va="center", fontsize=10, weight="bold")
-        axes.text(0.5, y + 0.2, f"in {shape_in}  →  out {output}   ({params:,} params)",
-                  ha="center", va="center", fontsize=8)
+        axes.text(
+            0.5,
+            y + 0.2,
+            f"in {shape_in}  →  out {output}   ({params:,} params)",
+            ha="center",
+            va="center",
+            fontsize=8,
+        )
         if index:
-            axes.annotate("", xy=(0.5, y + 0.7), xytext=(0.5, y + 1.2),
-                          arrowprops=dict(arrowstyle="->", color="#33475b"))
+            axes.annotate(
+                "",
+                xy=(0.5, y + 0.7),
+                xytext=(0.5, y + 1.2),
+                arrowprops=dict(arrowstyle="->", color="#33475b"),
+            )
     return _png(figure)

@@ -26,8 +26,9 @@ def format_time_per_step(seconds: float) -> str:
     return f"{seconds * 1e6:.0f}us/step"
 
 
-def format_line(step: int, steps: int, elapsed: float, per_step: float, logs: dict[str, float],
-                done: bool) -> str:
+def format_line(
+    step: int, steps: int, elapsed: float, per_step: float, logs: dict[str, float], done: bool
+) -> str:
     """One Keras progress line; ``elapsed`` is total seconds when ``done``, else the ETA."""
     filled = int(BAR_WIDTH * step / steps)
     # Keras draws the bar in two colours; without colour the unfilled part is a thin line.
@@ -38,7 +39,8 @@ def format_line(step: int, steps: int, elapsed: float, per_step: float, logs: di
 
 
 class Progress:
-    """Prints ``fit``'s progress: nothing when ``quiet``, a live bar on a TTY, else a line an epoch."""
+    """Prints ``fit``'s progress: nothing when ``quiet``, a live bar on a TTY, else a line an
+    epoch."""
 
     def __init__(self, epochs: int, steps: int, quiet: bool = False, stream: TextIO | None = None):
         self.epochs = epochs
@@ -84,5 +86,7 @@ class Progress:
         else:
             per_step = elapsed / self.steps
         line = format_line(self.steps, self.steps, elapsed, per_step, logs, done=True)
-        self.stream.write(("\r" if self.live else "") + line + ("\x1b[K" if self.live else "") + "\n")
+        self.stream.write(
+            ("\r" if self.live else "") + line + ("\x1b[K" if self.live else "") + "\n"
+        )
         self.stream.flush()

@@ -29,8 +29,9 @@ def data_mesh(num_devices: int | None = None) -> Mesh:
             f"asked for {num_devices} devices but {available} are available; on CPU set "
             f"XLA_FLAGS=--xla_force_host_platform_device_count={num_devices} before starting"
         )
-    return jax.make_mesh((num_devices,), (AXIS,), axis_types=(AxisType.Auto,),
-                         devices=jax.devices()[:num_devices])
+    return jax.make_mesh(
+        (num_devices,), (AXIS,), axis_types=(AxisType.Auto,), devices=jax.devices()[:num_devices]
+    )
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:

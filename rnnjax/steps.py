@@ -32,8 +32,9 @@ def train_step(state: TrainState, batch: Batch, rng: jax.Array) -> tuple[TrainSt
     """
 
     def loss_fn(params):
-        logits = state.model.apply({"params": params}, batch["ids"], training=True,
-                                rngs={"dropout": rng})
+        logits = state.model.apply(
+            {"params": params}, batch["ids"], training=True, rngs={"dropout": rng}
+        )
         losses = compute_loss(state.loss, logits, batch["label"])
         return weighted_mean(losses, batch["weight"]), (logits, losses)
 
@@ -49,8 +50,12 @@ def eval_step(state: TrainState, batch: Batch) -> Metrics:
     return Metrics.from_batch(losses, accuracy(logits, batch["label"]), batch["weight"])
 
 
-def make_batch(data: DeviceData, rows: jax.Array, weights: jax.Array,
-               sharding: jax.sharding.Sharding | None = None) -> Batch:
+def make_batch(
+    data: DeviceData,
+    rows: jax.Array,
+    weights: jax.Array,
+    sharding: jax.sharding.Sharding | None = None,
+) -> Batch:
     """Rows ``rows [B]`` of the on-device dataset, with their weights ``[B]``; split over devices
     along the batch axis when ``sharding`` is given (data parallelism)."""
     ids, labels = gather_batch(data, rows)
@@ -64,7 +69,10 @@ def step_rng(state: TrainState) -> jax.Array:
 
 
 def train_epoch(
-    state: TrainState, data: DeviceData, indices: jax.Array, weights: jax.Array,
+    state: TrainState,
+    data: DeviceData,
+    indices: jax.Array,
+    weights: jax.Array,
     sharding: jax.sharding.Sharding | None = None,
 ) -> tuple[TrainState, Metrics, jax.Array]:
     """A whole epoch as one ``lax.scan`` over steps, gathering each batch on device.
@@ -92,7 +100,10 @@ def train_epoch(
 
 
 def evaluate_epoch(
-    state: TrainState, data: DeviceData, indices: jax.Array, weights: jax.Array,
+    state: TrainState,
+    data: DeviceData,
+    indices: jax.Array,
+    weights: jax.Array,
     sharding: jax.sharding.Sharding | None = None,
 ) -> Metrics:
     """Loss and accuracy sums over ``data`` in the order of ``indices [S, B]``."""

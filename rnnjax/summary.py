@@ -40,7 +40,9 @@ def layer_rows(config: ModelConfig, seq_len: int | None = None) -> list[tuple[st
     )
     outputs = state["intermediates"]
     kinds = ["Embedding"]
-    kinds += ["Bidirectional" if spec.bidirectional else LAYER_TYPES[spec.kind] for spec in config.layers]
+    kinds += [
+        "Bidirectional" if spec.bidirectional else LAYER_TYPES[spec.kind] for spec in config.layers
+    ]
     kinds += ["Dense"]
     names = ("embedding", *config.layer_names(), "dense")
     rows = []
@@ -49,7 +51,9 @@ def layer_rows(config: ModelConfig, seq_len: int | None = None) -> list[tuple[st
         shape: list[int | None] = [None, *output.shape[1:]]
         if seq_len is None and len(shape) == 3:
             shape[1] = None
-        rows.append((f"{name} ({kind})", _shape_text(tuple(shape)), count_params(variables["params"][name])))
+        rows.append(
+            (f"{name} ({kind})", _shape_text(tuple(shape)), count_params(variables["params"][name]))
+        )
     return rows
 
 
@@ -73,7 +77,11 @@ def summary(config: ModelConfig, seq_len: int | None = None, name: str = "sequen
         return left + joint.join(fill * width for width in widths) + right
 
     def row(cells: tuple[str, str, str], bar: str) -> str:
-        texts = [cells[0].ljust(widths[0] - 2), cells[1].ljust(widths[1] - 2), cells[2].rjust(widths[2] - 2)]
+        texts = [
+            cells[0].ljust(widths[0] - 2),
+            cells[1].ljust(widths[1] - 2),
+            cells[2].rjust(widths[2] - 2),
+        ]
         return bar + bar.join(f" {text} " for text in texts) + bar
 
     lines = [f'Model: "{name}"', rule("┏", "━", "┳", "┓")]

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import time
 
 import jax
@@ -42,7 +41,8 @@ _predict = jax.jit(lambda state, ids: probabilities(steps.predict_logits(state, 
 class LoopState:
     """Where ``fit`` is, besides the ``TrainState``: what a resumed run needs to continue exactly.
 
-    ``epoch`` is the epoch in progress (0-based) and ``step`` how many of its steps are done (non-zero
+    ``epoch`` is the epoch in progress (0-based) and ``step`` how many of its steps are done
+    (non-zero
     only after an interrupt in per-step mode), with ``totals`` their metric sums.
     """
 
@@ -58,7 +58,8 @@ class LoopState:
             "step": self.step,
             "totals": list(self.totals),
             "history": list(self.history.epochs),
-            "early_stopping": None if self.early_stopping is None
+            "early_stopping": None
+            if self.early_stopping is None
             else dataclasses.asdict(self.early_stopping),
         }
 
@@ -96,8 +97,9 @@ def _totals(values: tuple[float, float, float]) -> Metrics:
     return Metrics(*(jnp.asarray(v, jnp.float32) for v in values))
 
 
-def _run_per_step(state, data, indices, weights, totals, first_step, progress, should_stop,
-                  sharding):
+def _run_per_step(
+    state, data, indices, weights, totals, first_step, progress, should_stop, sharding
+):
     """Steps ``first_step..S`` of an epoch, one jitted dispatch each, for a live progress bar.
 
     Stops after a non-finite loss, or after any step once ``should_stop()`` is true; returns the
@@ -180,8 +182,9 @@ def fit(
         raise ValueError(f"epochs must be >= 1, got {epochs}")
     train = check_dataset(train, config.vocab_size, config.num_classes, "training data")
     if validation is not None:
-        validation = check_dataset(validation, config.vocab_size, config.num_classes,
-                                   "validation data")
+        validation = check_dataset(
+            validation, config.vocab_size, config.num_classes, "validation data"
+        )
     loop = LoopState(early_stopping=early_stopping)
     best_params = None
     if resume and checkpoints is not None and checkpoints.latest_step is not None:
@@ -196,8 +199,9 @@ def fit(
     val_data = val_indices = val_weights = None
     if validation is not None:
         val_data = place(to_device(*validation))
-        val_indices, val_weights = place(_batch_indices(0, 0, n=len(validation[0]),
-                                                        batch_size=batch_size, shuffle=False))
+        val_indices, val_weights = place(
+            _batch_indices(0, 0, n=len(validation[0]), batch_size=batch_size, shuffle=False)
+        )
     num_steps = math.ceil(num_examples / batch_size)
     progress = progress or Progress(epochs, num_steps, quiet=True)
     history, early_stopping = loop.history, loop.early_stopping
@@ -206,40 +210,54 @@ def fit(
 
     def save_latest(position: LoopState) -> None:
         if checkpoints is not None:
-            checkpoints.save_latest(int(state.step), state, best_params, position.to_json(),
-                                    checkpoint_config or {})
+            checkpoints.save_latest(
+                int(state.step), state, best_params, position.to_json(), checkpoint_config or {}
+            )
 
     for epoch in range(loop.epoch, epochs):
         start = time.perf_counter()
         progress.epoch_begin(epoch)
-        indices, weights = place(_batch_indices(seed, epoch, n=num_examples,
-                                                batch_size=batch_size))
+        indices, weights = place(_batch_indices(seed, epoch, n=num_examples, batch_size=batch_size))
         first_step = loop.step if epoch == loop.epoch else 0
         totals = _totals(loop.totals) if first_step else Metrics.zeros()
         if per_step:
             state, totals, step_losses, done = _run_per_step(
-                state, train_data, indices, weights, totals, first_step, progress, should_stop,
-                split)
+                state,
+                train_data,
+                indices,
+                weights,
+                totals,
+                first_step,
+                progress,
+                should_stop,
+                split,
+            )
         else:
             state, epoch_totals, step_losses = _train_epoch(
-                state, train_data, indices[first_step:], weights[first_step:], split)
+                state, train_data, indices[first_step:], weights[first_step:], split
+            )
             totals, done = totals.merge(epoch_totals), num_steps
         bad_step = _first_non_finite(np.asarray(step_losses))
         if bad_step is not None:
             nan_at = (epoch + 1, first_step + bad_step)
-            progress.print(f"Epoch {epoch + 1}, step {nan_at[1]}: invalid loss "
-                           f"{step_losses[bad_step - 1]}, terminating training")
+            progress.print(
+                f"Epoch {epoch + 1}, step {nan_at[1]}: invalid loss "
+                f"{step_losses[bad_step - 1]}, terminating training"
+            )
             break
         if done < num_steps:  # interrupted inside the epoch
-            totals_host = tuple(float(v) for v in jax.device_get(
-                (totals.loss_sum, totals.correct_sum, totals.count)))
+            totals_host = tuple(
+                float(v)
+                for v in jax.device_get((totals.loss_sum, totals.correct_sum, totals.count))
+            )
             save_latest(LoopState(epoch, done, totals_host, history, early_stopping))
             interrupted = True
             break
         logs = totals.compute()
         if val_data is not None:
-            logs |= _evaluate_epoch(state, val_data, val_indices, val_weights,
-                                    split).compute("val_")
+            logs |= _evaluate_epoch(state, val_data, val_indices, val_weights, split).compute(
+                "val_"
+            )
         logs["seconds"] = time.perf_counter() - start
         history = history.append(logs)
 

@@ -1,4 +1,4 @@
-"""``TrainState``: everything training changes, as one pytree (params, optimizer state, step, rng)."""
+"""``TrainState``: all that training changes, one pytree (params, optimizer state, step, rng)."""
 
 from __future__ import annotations
 

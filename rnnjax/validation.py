@@ -34,8 +34,9 @@ def check_ids(ids: np.ndarray, vocab_size: int, name: str = "ids") -> np.ndarray
     return ids.astype(np.int32)
 
 
-def check_labels(labels: np.ndarray, num_classes: int, num_examples: int,
-                 name: str = "labels") -> np.ndarray:
+def check_labels(
+    labels: np.ndarray, num_classes: int, num_examples: int, name: str = "labels"
+) -> np.ndarray:
     """``labels [N]``: integers in ``[0, max(num_classes, 2))`` (0/1 for a binary classifier)."""
     labels = np.asarray(labels)
     if labels.ndim == 2 and labels.shape[1] == 1:
@@ -57,8 +58,9 @@ def check_labels(labels: np.ndarray, num_classes: int, num_examples: int,
     return labels.astype(np.int32)
 
 
-def check_dataset(data: tuple[np.ndarray, np.ndarray], vocab_size: int, num_classes: int,
-                  name: str) -> tuple[np.ndarray, np.ndarray]:
+def check_dataset(
+    data: tuple[np.ndarray, np.ndarray], vocab_size: int, num_classes: int, name: str
+) -> tuple[np.ndarray, np.ndarray]:
     """``(ids [N, T], labels [N])`` checked and converted to int32; ``name`` goes in messages."""
     if not isinstance(data, (tuple, list)) or len(data) != 2:
         raise ValueError(f"{name} must be a pair (ids, labels)")

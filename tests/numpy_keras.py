@@ -39,8 +39,19 @@ def _run(step, x, states, mask, go_backwards):
     return np.stack(outputs, axis=1), states
 
 
-def lstm(x, kernel, recurrent_kernel, bias, mask=None, initial_state=None, go_backwards=False,
-         dp=None, rdp=None, activation=np.tanh, recurrent_activation=sigmoid):
+def lstm(
+    x,
+    kernel,
+    recurrent_kernel,
+    bias,
+    mask=None,
+    initial_state=None,
+    go_backwards=False,
+    dp=None,
+    rdp=None,
+    activation=np.tanh,
+    recurrent_activation=sigmoid,
+):
     """Returns ``(outputs [B, T, U], h [B, U], c [B, U])``."""
     k, rk, b = (np.asarray(a, np.float64) for a in (kernel, recurrent_kernel, bias))
     units = rk.shape[0]
@@ -62,15 +73,29 @@ def lstm(x, kernel, recurrent_kernel, bias, mask=None, initial_state=None, go_ba
         h = o * activation(c)
         return [h, c]
 
-    states = [np.zeros((batch, units))] * 2 if initial_state is None else [
-        np.asarray(s, np.float64) for s in initial_state
-    ]
+    states = (
+        [np.zeros((batch, units))] * 2
+        if initial_state is None
+        else [np.asarray(s, np.float64) for s in initial_state]
+    )
     outputs, (h, c) = _run(step, x, states, mask, go_backwards)
     return outputs, h, c
 
 
-def gru(x, kernel, recurrent_kernel, bias, reset_after=True, mask=None, initial_state=None,
-        go_backwards=False, dp=None, rdp=None, activation=np.tanh, recurrent_activation=sigmoid):
+def gru(
+    x,
+    kernel,
+    recurrent_kernel,
+    bias,
+    reset_after=True,
+    mask=None,
+    initial_state=None,
+    go_backwards=False,
+    dp=None,
+    rdp=None,
+    activation=np.tanh,
+    recurrent_activation=sigmoid,
+):
     """Returns ``(outputs [B, T, U], h [B, U])``. ``bias`` is ``[2, 3U]`` if ``reset_after``."""
     k, rk, b = (np.asarray(a, np.float64) for a in (kernel, recurrent_kernel, bias))
     units = rk.shape[0]
@@ -81,7 +106,8 @@ def gru(x, kernel, recurrent_kernel, bias, reset_after=True, mask=None, initial_
     def step(x_t, states):
         (h,) = states
         x_z, x_r, x_h = (
-            (x_t * _gate_mask(dp, g)) @ k[:, s] + input_bias[s] for g, s in enumerate((z_s, r_s, h_s))
+            (x_t * _gate_mask(dp, g)) @ k[:, s] + input_bias[s]
+            for g, s in enumerate((z_s, r_s, h_s))
         )
         h_z_in, h_r_in, h_h_in = (h * _gate_mask(rdp, g) for g in range(3))
         rec_z = h_z_in @ rk[:, z_s] + recurrent_bias[z_s]
@@ -95,15 +121,27 @@ def gru(x, kernel, recurrent_kernel, bias, reset_after=True, mask=None, initial_
         hh = activation(x_h + rec_h)
         return [z * h + (1 - z) * hh]
 
-    states = [np.zeros((batch, units))] if initial_state is None else [
-        np.asarray(s, np.float64) for s in initial_state
-    ]
+    states = (
+        [np.zeros((batch, units))]
+        if initial_state is None
+        else [np.asarray(s, np.float64) for s in initial_state]
+    )
     outputs, (h,) = _run(step, x, states, mask, go_backwards)
     return outputs, h
 
 
-def simple_rnn(x, kernel, recurrent_kernel, bias, mask=None, initial_state=None,
-               go_backwards=False, dp=None, rdp=None, activation=np.tanh):
+def simple_rnn(
+    x,
+    kernel,
+    recurrent_kernel,
+    bias,
+    mask=None,
+    initial_state=None,
+    go_backwards=False,
+    dp=None,
+    rdp=None,
+    activation=np.tanh,
+):
     """Returns ``(outputs [B, T, U], h [B, U])``."""
     k, rk, b = (np.asarray(a, np.float64) for a in (kernel, recurrent_kernel, bias))
     batch, units = x.shape[0], rk.shape[0]
@@ -112,9 +150,11 @@ def simple_rnn(x, kernel, recurrent_kernel, bias, mask=None, initial_state=None,
         (h,) = states
         return [activation((x_t * _gate_mask(dp, 0)) @ k + b + (h * _gate_mask(rdp, 0)) @ rk)]
 
-    states = [np.zeros((batch, units))] if initial_state is None else [
-        np.asarray(s, np.float64) for s in initial_state
-    ]
+    states = (
+        [np.zeros((batch, units))]
+        if initial_state is None
+        else [np.asarray(s, np.float64) for s in initial_state]
+    )
     outputs, (h,) = _run(step, x, states, mask, go_backwards)
     return outputs, h
 
@@ -128,7 +168,7 @@ def pad(sequences, maxlen, padding):
     out = np.zeros((len(sequences), maxlen), np.int32)
     for row, seq in enumerate(sequences):
         if padding == "pre":
-            out[row, maxlen - len(seq):] = seq
+            out[row, maxlen - len(seq) :] = seq
         else:
             out[row, : len(seq)] = seq
     return out

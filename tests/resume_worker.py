@@ -4,7 +4,8 @@
                             [--kill-in-save N] [--resume]
 
 Trains a small LSTM on synthetic data with checkpoints in WORKDIR and writes ``result.json`` and
-``params.npz`` there when it finishes. ``--kill-at-step E:S`` SIGKILLs itself after step S of epoch E
+``params.npz`` there when it finishes. ``--kill-at-step E:S`` SIGKILLs itself after step S of epoch
+E
 (1-based, per-step mode); ``--interrupt-at-step E:S`` asks fit to stop there, as Ctrl-C does
 (exit status 130); ``--kill-in-save N`` SIGKILLs itself while the N-th latest checkpoint is
 being written (Orbax saves asynchronously, so the kill lands mid-save).
@@ -86,15 +87,30 @@ def main():
         progress = TriggerProgress(args.interrupt_at_step, lambda: interrupted.append(1))
     model = Classifier(CONFIG)
     init_key, dropout_key = jax.random.split(jax.random.key(0))
-    state = TrainState.create(model=model, params=init_params(CONFIG, init_key), tx=adam(1e-2),
-                              rng=dropout_key, loss="binary_crossentropy")
+    state = TrainState.create(
+        model=model,
+        params=init_params(CONFIG, init_key),
+        tx=adam(1e-2),
+        rng=dropout_key,
+        loss="binary_crossentropy",
+    )
     checkpoints = Checkpoints(os.path.join(args.workdir, "checkpoints"))
     train, val = data()
     try:
-        result = fit(state, train, val, epochs=EPOCHS, batch_size=32, seed=1,
-                     early_stopping=EarlyStopping(patience=10, restore_best_weights=True),
-                     checkpoints=checkpoints, resume=args.resume, per_step=args.per_step,
-                     progress=progress, should_stop=lambda: bool(interrupted))
+        result = fit(
+            state,
+            train,
+            val,
+            epochs=EPOCHS,
+            batch_size=32,
+            seed=1,
+            early_stopping=EarlyStopping(patience=10, restore_best_weights=True),
+            checkpoints=checkpoints,
+            resume=args.resume,
+            per_step=args.per_step,
+            progress=progress,
+            should_stop=lambda: bool(interrupted),
+        )
     finally:
         checkpoints.close()
     if result.interrupted:
@@ -103,8 +119,10 @@ def main():
     with open(os.path.join(args.workdir, "result.json"), "w") as f:
         json.dump({"history": history, "best_epoch": result.early_stopping.best_epoch}, f)
     leaves = jax.tree_util.tree_leaves_with_path(result.state.params)
-    np.savez(os.path.join(args.workdir, "params.npz"),
-             **{jax.tree_util.keystr(path): np.asarray(leaf) for path, leaf in leaves})
+    np.savez(
+        os.path.join(args.workdir, "params.npz"),
+        **{jax.tree_util.keystr(path): np.asarray(leaf) for path, leaf in leaves},
+    )
 
 
 if __name__ == "__main__":

@@ -23,8 +23,11 @@ def main():
     args = parser.parse_args()
     if args.processes:
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
-        jax.distributed.initialize(coordinator_address=f"localhost:{args.port}",
-                                   num_processes=args.processes, process_id=args.process)
+        jax.distributed.initialize(
+            coordinator_address=f"localhost:{args.port}",
+            num_processes=args.processes,
+            process_id=args.process,
+        )
 
     import numpy as np
 
@@ -38,21 +41,32 @@ def main():
     rng = np.random.default_rng(0)
     ids = rng.integers(1, 40, size=(150, 9)).astype(np.int32)
     labels = ((ids[:, -3:] < 20).sum(1) >= 2).astype(np.int32)
-    state = TrainState.create(model=Classifier(config), params=init_params(config, jax.random.key(0)),
-                              tx=rmsprop(1e-2), rng=jax.random.key(1), loss="binary_crossentropy")
+    state = TrainState.create(
+        model=Classifier(config),
+        params=init_params(config, jax.random.key(0)),
+        tx=rmsprop(1e-2),
+        rng=jax.random.key(1),
+        loss="binary_crossentropy",
+    )
     results = {}
     meshes = {"sharded": data_mesh()}
     if not args.processes:
         meshes["single"] = None
     for name, mesh in meshes.items():
-        result = fit(state, (ids[:118], labels[:118]), (ids[118:], labels[118:]), epochs=3,
-                     batch_size=16, seed=2, mesh=mesh)
+        result = fit(
+            state,
+            (ids[:118], labels[:118]),
+            (ids[118:], labels[118:]),
+            epochs=3,
+            batch_size=16,
+            seed=2,
+            mesh=mesh,
+        )
         results[f"{name}_loss"] = np.asarray(result.history.history["loss"])
         results[f"{name}_val_loss"] = np.asarray(result.history.history["val_loss"])
         for path, leaf in jax.tree_util.tree_leaves_with_path(result.state.params):
             # Replicated: every process can read its own full copy.
-            results[f"{name}{jax.tree_util.keystr(path)}"] = np.asarray(
-                leaf.addressable_data(0))
+            results[f"{name}{jax.tree_util.keystr(path)}"] = np.asarray(leaf.addressable_data(0))
     results["devices"] = np.asarray(jax.device_count())
     if not args.processes or args.process == 0:
         np.savez(args.out, **results)

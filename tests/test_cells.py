@@ -5,9 +5,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import numpy_keras as ref
 import pytest
 
-import numpy_keras as ref
 from rnnjax import GRUCell, LSTMCell, SimpleRNNCell
 
 D, U, B = 5, 4, 3
@@ -80,8 +80,9 @@ def _reference_step(cell, params, carry, x_t):
         _, h, c = ref.lstm(x, p["kernel"], p["recurrent_kernel"], p["bias"], initial_state=carry)
         return (h, c)
     if isinstance(cell, GRUCell):
-        _, h = ref.gru(x, p["kernel"], p["recurrent_kernel"], p["bias"], cell.reset_after,
-                       initial_state=carry)
+        _, h = ref.gru(
+            x, p["kernel"], p["recurrent_kernel"], p["bias"], cell.reset_after, initial_state=carry
+        )
         return (h,)
     _, h = ref.simple_rnn(x, p["kernel"], p["recurrent_kernel"], p["bias"], initial_state=carry)
     return (h,)
@@ -111,8 +112,14 @@ def test_activations_are_configurable(rng):
     (h, c), _ = cell.apply({"params": params}, carry, x_t)
     p = jax.tree.map(lambda a: np.asarray(a, np.float64), params)
     relu = lambda v: np.maximum(v, 0.0)  # noqa: E731
-    _, h_ref, c_ref = ref.lstm(np.asarray(x_t)[:, None], p["kernel"], p["recurrent_kernel"],
-                               p["bias"], activation=relu, recurrent_activation=ref.hard_sigmoid)
+    _, h_ref, c_ref = ref.lstm(
+        np.asarray(x_t)[:, None],
+        p["kernel"],
+        p["recurrent_kernel"],
+        p["bias"],
+        activation=relu,
+        recurrent_activation=ref.hard_sigmoid,
+    )
     np.testing.assert_allclose(h, h_ref, atol=1e-5)
     np.testing.assert_allclose(c, c_ref, atol=1e-5)
 

@@ -10,9 +10,18 @@ from experiments.__main__ import recipes
 from rnnjax.cli import main
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-EXPECTED = ["imdb_gru", "imdb_gru32", "imdb_lstm", "imdb_lstm32_adam", "imdb_lstm32_dropout",
-            "imdb_lstm32_stacked", "imdb_lstm_dropout", "imdb_lstm_post", "imdb_lstm_stacked",
-            "reuters_lstm"]
+EXPECTED = [
+    "imdb_gru",
+    "imdb_gru32",
+    "imdb_lstm",
+    "imdb_lstm32_adam",
+    "imdb_lstm32_dropout",
+    "imdb_lstm32_stacked",
+    "imdb_lstm_dropout",
+    "imdb_lstm_post",
+    "imdb_lstm_stacked",
+    "reuters_lstm",
+]
 
 
 def _experiment(name):
@@ -21,15 +30,24 @@ def _experiment(name):
 
 def test_every_tutorial_recipe_is_listed():
     assert [name for name, _ in recipes()] == EXPECTED
-    listing = subprocess.run([sys.executable, "-m", "experiments"], cwd=REPO, capture_output=True,
-                             text=True, check=True).stdout
+    listing = subprocess.run(
+        [sys.executable, "-m", "experiments"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout
     for name in EXPECTED:
         assert name in listing
 
 
-@pytest.mark.parametrize("name, total", [("imdb_lstm", "8,809"), ("imdb_lstm_stacked", "9,353"),
-                                         ("imdb_gru", "8,633"), ("imdb_lstm32_adam", "24,353"),
-                                         ("imdb_gru32", "22,369"), ("reuters_lstm", "185,046")])
+@pytest.mark.parametrize(
+    "name, total",
+    [
+        ("imdb_lstm", "8,809"),
+        ("imdb_lstm_stacked", "9,353"),
+        ("imdb_gru", "8,633"),
+        ("imdb_lstm32_adam", "24,353"),
+        ("imdb_gru32", "22,369"),
+        ("reuters_lstm", "185,046"),
+    ],
+)
 def test_summary_flag_prints_the_keras_table(name, total, capsys):
     assert main(_experiment(name), ["--summary"]) == 0
     assert f"Total params: {total} " in capsys.readouterr().out
@@ -77,7 +95,11 @@ def test_unwritable_workdir_is_refused(tmp_path, capsys):
 
 
 def test_cli_process_exit_status():
-    result = subprocess.run([sys.executable, "-m", "experiments.imdb_gru", "--epochs", "0"],
-                            cwd=REPO, capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "experiments.imdb_gru", "--epochs", "0"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 2
     assert result.stderr.strip() == "error: epochs must be >= 1, got 0"

@@ -35,10 +35,11 @@ def test_restores_at_train_end_even_without_a_stop():
 
 
 def test_seed_run_stops_after_epoch_30_and_restores_epoch_27():
-    """The tutorial run: val_loss falls to 0.4323 at epoch 27, then three epochs without a new low."""
+    """The tutorial run: val_loss falls to 0.4323 at epoch 27, then 3 epochs without a new low."""
     falling = [0.69 - 0.01 * k for k in range(26)] + [0.4323]
-    stopping, ran = _replay(falling + [0.4330, 0.4325, 0.4340, 0.4300], patience=3,
-                            restore_best_weights=True)
+    stopping, ran = _replay(
+        falling + [0.4330, 0.4325, 0.4340, 0.4300], patience=3, restore_best_weights=True
+    )
     assert ran == 30
     assert (stopping.stopped_epoch + 1, stopping.best_epoch + 1, stopping.best) == (30, 27, 0.4323)
 

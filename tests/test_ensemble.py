@@ -19,8 +19,13 @@ SEEDS = (3, 4, 5)
 def _state(seed, learning_rate=1e-2):
     init_key, dropout_key = jax.random.split(jax.random.key(seed))
     tx = get_optimizer("rmsprop", learning_rate, injectable=True)
-    return TrainState.create(model=Classifier(CONFIG), params=init_params(CONFIG, init_key),
-                             tx=tx, rng=dropout_key, loss="binary_crossentropy")
+    return TrainState.create(
+        model=Classifier(CONFIG),
+        params=init_params(CONFIG, init_key),
+        tx=tx,
+        rng=dropout_key,
+        loss="binary_crossentropy",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -35,14 +40,18 @@ def _strip(history):
     return [{k: v for k, v in e.items() if k != "seconds"} for e in history.epochs]
 
 
-@pytest.mark.parametrize("learning_rates", [(1e-2, 1e-2, 1e-2), (3e-2, 1e-2, 3e-3)],
-                         ids=["seeds", "seeds_and_learning_rates"])
+@pytest.mark.parametrize(
+    "learning_rates",
+    [(1e-2, 1e-2, 1e-2), (3e-2, 1e-2, 3e-3)],
+    ids=["seeds", "seeds_and_learning_rates"],
+)
 def test_vmapped_models_equal_separate_runs(data, learning_rates):
     train, val = data
     rule = EarlyStopping(patience=1, restore_best_weights=True)
     states = [_state(seed, lr) for seed, lr in zip(SEEDS, learning_rates)]
-    together = fit_ensemble(stack(states), train, val, seeds=SEEDS, epochs=6, batch_size=32,
-                            early_stopping=rule)
+    together = fit_ensemble(
+        stack(states), train, val, seeds=SEEDS, epochs=6, batch_size=32, early_stopping=rule
+    )
     for k, (state, seed) in enumerate(zip(states, SEEDS)):
         alone = fit(state, train, val, epochs=6, batch_size=32, seed=seed, early_stopping=rule)
         ours, theirs = _strip(together.histories[k]), _strip(alone.history)
@@ -51,21 +60,30 @@ def test_vmapped_models_equal_separate_runs(data, learning_rates):
             for key in b:
                 assert a[key] == pytest.approx(b[key], abs=1e-5), (k, key)
         assert together.early_stopping[k].best_epoch == alone.early_stopping.best_epoch
-        chex.assert_trees_all_close(unstack(together.state)[k].params, alone.state.params,
-                                    atol=1e-5)
+        chex.assert_trees_all_close(
+            unstack(together.state)[k].params, alone.state.params, atol=1e-5
+        )
 
 
 def test_each_model_stops_on_its_own(data):
     train, val = data
     # Very different learning rates make the models stop at different epochs.
     states = stack([_state(seed, lr) for seed, lr in zip(SEEDS, (0.3, 1e-2, 1e-3))])
-    result = fit_ensemble(states, train, val, seeds=SEEDS, epochs=12, batch_size=32,
-                          early_stopping=EarlyStopping(patience=0))
+    result = fit_ensemble(
+        states,
+        train,
+        val,
+        seeds=SEEDS,
+        epochs=12,
+        batch_size=32,
+        early_stopping=EarlyStopping(patience=0),
+    )
     lengths = [len(h) for h in result.histories]
     assert len(set(lengths)) > 1, lengths
     for history, record in zip(result.histories, result.early_stopping):
         assert len(history) == (record.stopped_epoch + 1 if record.stop_training else 12)
     # A stopped model's state froze at its last epoch: its optimizer step count says so.
     steps_per_epoch = -(-130 // 32)
-    np.testing.assert_array_equal(np.asarray(result.state.step),
-                                  [n * steps_per_epoch for n in lengths])
+    np.testing.assert_array_equal(
+        np.asarray(result.state.step), [n * steps_per_epoch for n in lengths]
+    )

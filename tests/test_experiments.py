@@ -16,8 +16,16 @@ from rnnjax.experiment import load_splits, run
 
 pytest_plugins = ["data_fixtures"]  # imdb_data_dir, reuters_data_dir
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-OUTPUTS = {"config.json", "history.json", "metrics.json", "summary.txt", "loss.png",
-           "accuracy.png", "model.png", "checkpoints"}
+OUTPUTS = {
+    "config.json",
+    "history.json",
+    "metrics.json",
+    "summary.txt",
+    "loss.png",
+    "accuracy.png",
+    "model.png",
+    "checkpoints",
+}
 
 
 @pytest.fixture(autouse=True)
@@ -33,9 +41,12 @@ def _data_dir(experiment, request):
 @pytest.mark.parametrize("name, experiment", recipes(), ids=[name for name, _ in recipes()])
 def test_recipe_runs_end_to_end(name, experiment, tmp_path, request):
     workdir = tmp_path / name
-    metrics = run(experiment.replace(epochs=2), str(workdir), data_dir=str(_data_dir(experiment,
-                                                                                     request)),
-                  quiet=True)
+    metrics = run(
+        experiment.replace(epochs=2),
+        str(workdir),
+        data_dir=str(_data_dir(experiment, request)),
+        quiet=True,
+    )
     assert OUTPUTS <= set(os.listdir(workdir))
     history = json.loads((workdir / "history.json").read_text())["epochs"]
     assert len(history) == metrics["epochs_run"] == 2
@@ -43,7 +54,8 @@ def test_recipe_runs_end_to_end(name, experiment, tmp_path, request):
     for split in ("train", "val", "test"):
         assert np.isfinite(metrics[f"{split}_loss"]) and 0 <= metrics[f"{split}_accuracy"] <= 1
     assert metrics["params"] == int(
-        (workdir / "summary.txt").read_text().split("Total params: ")[1].split()[0].replace(",", ""))
+        (workdir / "summary.txt").read_text().split("Total params: ")[1].split()[0].replace(",", "")
+    )
     # The best checkpoint alone rebuilds the model.
     model, params, config = load_model(str(workdir / "checkpoints"))
     assert config["name"] == name and model.config == experiment.model
@@ -62,15 +74,31 @@ def test_load_splits_pads_and_splits(imdb_data_dir):
 @pytest.mark.slow
 def test_ctrl_c_saves_and_the_resumed_run_ends_like_an_uninterrupted_one(imdb_data_dir, tmp_path):
     env = dict(os.environ, RNNJAX_CACHE_DIR=str(tmp_path / "cache"), PYTHONPATH=REPO)
-    flags = ["--epochs", "40", "--patience", "40", "--data-dir", str(imdb_data_dir), "--quiet",
-             "--per-step"]
+    flags = [
+        "--epochs",
+        "40",
+        "--patience",
+        "40",
+        "--data-dir",
+        str(imdb_data_dir),
+        "--quiet",
+        "--per-step",
+    ]
 
     def cli(workdir, *extra):
-        return [sys.executable, "-m", "experiments.imdb_gru", "--workdir", str(workdir), *flags,
-                *extra]
+        return [
+            sys.executable,
+            "-m",
+            "experiments.imdb_gru",
+            "--workdir",
+            str(workdir),
+            *flags,
+            *extra,
+        ]
 
-    reference = subprocess.run(cli(tmp_path / "whole"), cwd=REPO, env=env, capture_output=True,
-                               text=True, timeout=600)
+    reference = subprocess.run(
+        cli(tmp_path / "whole"), cwd=REPO, env=env, capture_output=True, text=True, timeout=600
+    )
     assert reference.returncode == 0, reference.stderr
 
     workdir = tmp_path / "interrupted"
@@ -84,16 +112,19 @@ def test_ctrl_c_saves_and_the_resumed_run_ends_like_an_uninterrupted_one(imdb_da
     assert "Resume with: python -m experiments.imdb_gru" in stderr and "--resume" in stderr
     assert not (workdir / "metrics.json").exists()
 
-    resumed = subprocess.run(cli(workdir, "--resume"), cwd=REPO, env=env, capture_output=True,
-                             text=True, timeout=600)
+    resumed = subprocess.run(
+        cli(workdir, "--resume"), cwd=REPO, env=env, capture_output=True, text=True, timeout=600
+    )
     assert resumed.returncode == 0, resumed.stderr
 
     def result(path):
         history = json.loads((path / "history.json").read_text())["epochs"]
         metrics = json.loads((path / "metrics.json").read_text())
         drop = {"seconds"}
-        return ([{k: v for k, v in e.items() if k not in drop} for e in history],
-                {k: v for k, v in metrics.items() if k not in drop})
+        return (
+            [{k: v for k, v in e.items() if k not in drop} for e in history],
+            {k: v for k, v in metrics.items() if k not in drop},
+        )
 
     assert result(workdir) == result(tmp_path / "whole")
 
@@ -103,14 +134,31 @@ def test_num_seeds_and_learning_rates_train_a_grid(imdb_data_dir, tmp_path, caps
     from rnnjax.cli import main
 
     experiment = dict(recipes())["imdb_gru"]
-    status = main(experiment, ["--workdir", str(tmp_path / "grid"), "--epochs", "2",
-                               "--num-seeds", "2", "--learning-rates", "1e-3,1e-2",
-                               "--data-dir", str(imdb_data_dir), "--quiet"])
+    status = main(
+        experiment,
+        [
+            "--workdir",
+            str(tmp_path / "grid"),
+            "--epochs",
+            "2",
+            "--num-seeds",
+            "2",
+            "--learning-rates",
+            "1e-3,1e-2",
+            "--data-dir",
+            str(imdb_data_dir),
+            "--quiet",
+        ],
+    )
     assert status == 0
     assert "4 models: val_accuracy" in capsys.readouterr().out
     metrics = json.loads((tmp_path / "grid" / "metrics.json").read_text())
     assert [(m["seed"], m["learning_rate"]) for m in metrics["models"]] == [
-        (0, 1e-3), (1, 1e-3), (0, 1e-2), (1, 1e-2)]
+        (0, 1e-3),
+        (1, 1e-3),
+        (0, 1e-2),
+        (1, 1e-2),
+    ]
     accuracies = [m["test_accuracy"] for m in metrics["models"]]
     assert metrics["test_accuracy_mean"] == pytest.approx(np.mean(accuracies))
     assert metrics["test_accuracy_std"] == pytest.approx(np.std(accuracies))

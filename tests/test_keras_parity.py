@@ -40,26 +40,39 @@ KERAS_ENV = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}
 def _keras_version() -> str:
     """The Keras version ``RNNJAX_KERAS_PYTHON`` imports, or skips the module saying why not."""
     if not KERAS_PYTHON:
-        pytest.skip("RNNJAX_KERAS_PYTHON is unset: point it at a Python with keras==3.15.1 "
-                    "(JAX backend) to compare rnnjax with real Keras", allow_module_level=True)
+        pytest.skip(
+            "RNNJAX_KERAS_PYTHON is unset: point it at a Python with keras==3.15.1 "
+            "(JAX backend) to compare rnnjax with real Keras",
+            allow_module_level=True,
+        )
     try:
-        probe = subprocess.run([KERAS_PYTHON, "-c", "import keras; print(keras.__version__)"],
-                               env=KERAS_ENV, capture_output=True, text=True, timeout=120)
+        probe = subprocess.run(
+            [KERAS_PYTHON, "-c", "import keras; print(keras.__version__)"],
+            env=KERAS_ENV,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
     except (OSError, subprocess.TimeoutExpired) as error:
-        pytest.skip(f"RNNJAX_KERAS_PYTHON={KERAS_PYTHON} cannot run: {error}",
-                    allow_module_level=True)
+        pytest.skip(
+            f"RNNJAX_KERAS_PYTHON={KERAS_PYTHON} cannot run: {error}", allow_module_level=True
+        )
     if probe.returncode != 0:
         last_line = (probe.stderr.strip().splitlines() or ["no error output"])[-1]
-        pytest.skip(f"RNNJAX_KERAS_PYTHON={KERAS_PYTHON} cannot import keras: {last_line}",
-                    allow_module_level=True)
+        pytest.skip(
+            f"RNNJAX_KERAS_PYTHON={KERAS_PYTHON} cannot import keras: {last_line}",
+            allow_module_level=True,
+        )
     # Keras may print notices on import; the version is the last line.
     return probe.stdout.strip().splitlines()[-1]
 
 
 FOUND_VERSION = _keras_version()
 if FOUND_VERSION != KERAS_VERSION:
-    pytest.skip(f"RNNJAX_KERAS_PYTHON has keras {FOUND_VERSION}; these cases pin Keras "
-                f"{KERAS_VERSION}", allow_module_level=True)
+    pytest.skip(
+        f"RNNJAX_KERAS_PYTHON has keras {FOUND_VERSION}; these cases pin Keras {KERAS_VERSION}",
+        allow_module_level=True,
+    )
 
 
 def _load_cases() -> dict:
@@ -78,8 +91,13 @@ CASES = _load_cases()
 def reference(tmp_path_factory) -> tuple[Path, dict]:
     """Runs the Keras script once: ``(directory of <case>.npz, cases.json contents)``."""
     out_dir = tmp_path_factory.mktemp("keras_reference")
-    result = subprocess.run([KERAS_PYTHON, str(SCRIPT), str(out_dir)], env=KERAS_ENV,
-                            capture_output=True, text=True, timeout=900)
+    result = subprocess.run(
+        [KERAS_PYTHON, str(SCRIPT), str(out_dir)],
+        env=KERAS_ENV,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert result.returncode == 0, f"make_reference.py failed:\n{result.stderr[-4000:]}"
     manifest = json.loads((out_dir / "cases.json").read_text())
     assert manifest["keras_version"] == KERAS_VERSION and manifest["keras_backend"] == "jax"
@@ -89,8 +107,9 @@ def reference(tmp_path_factory) -> tuple[Path, dict]:
 
 def _numbered(arrays: dict[str, np.ndarray], prefix: str) -> list[np.ndarray]:
     """``prefix000``, ``prefix001``, ... in index order."""
-    keys = sorted((key for key in arrays if key.startswith(prefix)),
-                  key=lambda key: int(key[len(prefix):]))
+    keys = sorted(
+        (key for key in arrays if key.startswith(prefix)), key=lambda key: int(key[len(prefix) :])
+    )
     return [arrays[key] for key in keys]
 
 
@@ -104,8 +123,12 @@ def _run_classifier(case: dict, arrays: dict, weights: list[np.ndarray]) -> list
 def _run_layer(case: dict, arrays: dict, weights: list[np.ndarray]) -> list[jax.Array]:
     """``[output [B, T, U'], *states [B, U]]`` of one ``RNN`` (or ``Bidirectional``) on floats."""
     spec = LayerSpec(**case["layer"])
-    layer = RNN(spec.make_cell(), return_sequences=case["return_sequences"],
-                return_state=case["return_state"], go_backwards=spec.go_backwards)
+    layer = RNN(
+        spec.make_cell(),
+        return_sequences=case["return_sequences"],
+        return_state=case["return_state"],
+        go_backwards=spec.go_backwards,
+    )
     directions = ["forward", "backward"] if spec.bidirectional else [None]
     if spec.bidirectional:
         layer = Bidirectional(layer, merge_mode=spec.merge_mode)

@@ -3,9 +3,9 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import numpy_keras as ref
 import pytest
 
-import numpy_keras as ref
 from rnnjax import Classifier, LayerSpec, ModelConfig, load_keras_weights, params_from_keras
 
 
@@ -13,12 +13,19 @@ def _keras_like_weights(rng, vocab, embed, units, classes, kind="lstm", bidirect
     """Random arrays laid out as Keras' Sequential.get_weights() returns them."""
     gates = {"lstm": 4, "gru": 3}[kind]
     bias_shape = (gates * units,) if kind == "lstm" else (2, gates * units)
-    layer = [rng.normal(size=(embed, gates * units)), rng.normal(size=(units, gates * units)),
-             rng.normal(size=bias_shape)]
+    layer = [
+        rng.normal(size=(embed, gates * units)),
+        rng.normal(size=(units, gates * units)),
+        rng.normal(size=bias_shape),
+    ]
     layers = layer + [rng.normal(size=a.shape) for a in layer] if bidirectional else layer
     width = units * (2 if bidirectional else 1)
-    weights = [rng.uniform(-0.05, 0.05, size=(vocab, embed)), *layers,
-               rng.normal(size=(width, classes)), rng.normal(size=(classes,))]
+    weights = [
+        rng.uniform(-0.05, 0.05, size=(vocab, embed)),
+        *layers,
+        rng.normal(size=(width, classes)),
+        rng.normal(size=(classes,)),
+    ]
     return [w.astype(np.float32) for w in weights]
 
 
@@ -31,7 +38,9 @@ def test_lstm_weights_run_with_keras_outputs(rng, tmp_path):
     expected = ref.dense(h, dense_kernel, dense_bias)
     model = Classifier(config)
     params = params_from_keras(config, weights)
-    np.testing.assert_allclose(model.apply({"params": params}, jnp.asarray(ids)), expected, atol=1e-5)
+    np.testing.assert_allclose(
+        model.apply({"params": params}, jnp.asarray(ids)), expected, atol=1e-5
+    )
     np.savez(tmp_path / "weights.npz", *weights)
     loaded = load_keras_weights(config, tmp_path / "weights.npz")
     jax.tree.map(np.testing.assert_array_equal, loaded, params)

@@ -6,9 +6,9 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import numpy_keras as ref
 import pytest
 
-import numpy_keras as ref
 from rnnjax import RNN, Bidirectional, GRUCell, LSTMCell, SimpleRNNCell
 
 B, T, D, U = 3, 7, 5, 4
@@ -60,12 +60,20 @@ def _reference(kind, params, x, **kw):
 def test_sequence_matches_numpy_keras(kind, go_backwards, padding, hoist, rng):
     x = _inputs(rng)
     mask = None if padding is None else jnp.asarray(_mask(padding))
-    layer = RNN(CELLS[kind](), return_sequences=True, return_state=True,
-                go_backwards=go_backwards, hoist_input_projection=hoist)
+    layer = RNN(
+        CELLS[kind](),
+        return_sequences=True,
+        return_state=True,
+        go_backwards=go_backwards,
+        hoist_input_projection=hoist,
+    )
     variables = _random_params(layer.init(jax.random.key(0), x, mask), rng)
     outputs, *states = layer.apply(variables, x, mask)
     expected_outputs, expected_states = _reference(
-        kind, variables["params"]["cell"], x, mask=None if mask is None else np.asarray(mask),
+        kind,
+        variables["params"]["cell"],
+        x,
+        mask=None if mask is None else np.asarray(mask),
         go_backwards=go_backwards,
     )
     np.testing.assert_allclose(outputs, expected_outputs, atol=1e-5)
@@ -109,12 +117,16 @@ def test_initial_state(kind, rng):
     layer = RNN(cell, return_sequences=True)
     variables = _random_params(layer.init(jax.random.key(0), x), rng)
     outputs = layer.apply(variables, x, initial_state=states)
-    expected, _ = _reference(kind, variables["params"]["cell"], x,
-                             initial_state=[np.asarray(s) for s in states])
+    expected, _ = _reference(
+        kind, variables["params"]["cell"], x, initial_state=[np.asarray(s) for s in states]
+    )
     np.testing.assert_allclose(outputs, expected, atol=1e-5)
     with pytest.raises(ValueError, match="2 state"):
-        RNN(LSTMCell(U)).apply(variables if kind == "lstm" else
-                               RNN(LSTMCell(U)).init(jax.random.key(0), x), x, initial_state=[states[0]])
+        RNN(LSTMCell(U)).apply(
+            variables if kind == "lstm" else RNN(LSTMCell(U)).init(jax.random.key(0), x),
+            x,
+            initial_state=[states[0]],
+        )
 
 
 def test_go_backwards_twice_is_identity_on_reversed_input(rng):
@@ -136,17 +148,25 @@ def test_unroll_gives_the_same_values(unroll, rng):
     np.testing.assert_allclose(unrolled.apply(variables, x), layer.apply(variables, x), atol=1e-6)
 
 
-GRID = list(itertools.product([False, True], [False, True], [False, True], [False, True],
-                              [False, True]))
+GRID = list(
+    itertools.product([False, True], [False, True], [False, True], [False, True], [False, True])
+)
 
 
-@pytest.mark.parametrize("return_sequences, return_state, go_backwards, masked, bidirectional", GRID)
-def test_output_shapes_and_dtypes(return_sequences, return_state, go_backwards, masked,
-                                  bidirectional, rng):
+@pytest.mark.parametrize(
+    "return_sequences, return_state, go_backwards, masked, bidirectional", GRID
+)
+def test_output_shapes_and_dtypes(
+    return_sequences, return_state, go_backwards, masked, bidirectional, rng
+):
     x = _inputs(rng)
     mask = jnp.asarray(_mask("post")) if masked else None
-    layer = RNN(LSTMCell(U), return_sequences=return_sequences, return_state=return_state,
-                go_backwards=go_backwards)
+    layer = RNN(
+        LSTMCell(U),
+        return_sequences=return_sequences,
+        return_state=return_state,
+        go_backwards=go_backwards,
+    )
     if bidirectional:
         layer = Bidirectional(layer)
     variables = layer.init(jax.random.key(0), x, mask)
@@ -171,14 +191,16 @@ def test_output_shapes_and_dtypes(return_sequences, return_state, go_backwards, 
 def test_bidirectional_matches_numpy_keras(merge_mode, padding, rng):
     x = _inputs(rng)
     mask = None if padding is None else np.asarray(_mask(padding))
-    layer = Bidirectional(RNN(GRUCell(U), return_sequences=True, return_state=True),
-                          merge_mode=merge_mode)
+    layer = Bidirectional(
+        RNN(GRUCell(U), return_sequences=True, return_state=True), merge_mode=merge_mode
+    )
     variables = _random_params(layer.init(jax.random.key(0), x, mask), rng)
     result = layer.apply(variables, x, None if mask is None else jnp.asarray(mask))
     params = variables["params"]
     forward, (h_forward,) = _reference("gru", params["forward"]["cell"], x, mask=mask)
-    backward, (h_backward,) = _reference("gru", params["backward"]["cell"], x, mask=mask,
-                                         go_backwards=True)
+    backward, (h_backward,) = _reference(
+        "gru", params["backward"]["cell"], x, mask=mask, go_backwards=True
+    )
     backward = backward[:, ::-1]  # Keras flips the backward sequence back to input order
     merged = {
         "concat": lambda: np.concatenate([forward, backward], -1),
@@ -187,8 +209,9 @@ def test_bidirectional_matches_numpy_keras(merge_mode, padding, rng):
         "ave": lambda: (forward + backward) / 2,
         None: lambda: (forward, backward),
     }[merge_mode]()
-    expected = (*merged, h_forward, h_backward) if merge_mode is None else (merged, h_forward,
-                                                                           h_backward)
+    expected = (
+        (*merged, h_forward, h_backward) if merge_mode is None else (merged, h_forward, h_backward)
+    )
     chex.assert_trees_all_close(tuple(result), expected, atol=1e-5)
 
 
@@ -202,8 +225,9 @@ def test_bidirectional_rejects_backward_layer_in_the_same_direction():
 
 
 def _masks_used(layer, variables, x, key):
-    _, state = layer.apply(variables, x, training=True, rngs={"dropout": key},
-                           mutable=["intermediates"])
+    _, state = layer.apply(
+        variables, x, training=True, rngs={"dropout": key}, mutable=["intermediates"]
+    )
     return state["intermediates"]["dropout_masks"][0]
 
 
@@ -227,7 +251,9 @@ def test_dropout_masks_are_reused_at_every_step(kind, dropout, recurrent_dropout
         assert np.all(np.isclose(values, 0.0) | np.isclose(values, 1 / (1 - rate)))
     outputs = layer.apply(variables, x, training=True, rngs={"dropout": key})
     expected, _ = _reference(
-        kind, variables["params"]["cell"], x,
+        kind,
+        variables["params"]["cell"],
+        x,
         dp=None if input_masks is None else np.asarray(input_masks, np.float64),
         rdp=None if recurrent_masks is None else np.asarray(recurrent_masks, np.float64),
     )
@@ -245,7 +271,9 @@ def test_dropout_mask_is_constant_in_time_literally():
     variables = layer.init(jax.random.key(0), x)
     variables = jax.tree.map(jnp.zeros_like, variables)
     variables["params"]["cell"]["kernel"] = jnp.eye(D)
-    outputs = np.asarray(layer.apply(variables, x, training=True, rngs={"dropout": jax.random.key(1)}))
+    outputs = np.asarray(
+        layer.apply(variables, x, training=True, rngs={"dropout": jax.random.key(1)})
+    )
     np.testing.assert_array_equal(outputs, np.broadcast_to(outputs[:, :1], outputs.shape))
     assert set(np.unique(outputs)) == {0.0, 2.0}
     assert 0.3 < (outputs[:, 0] == 0).mean() < 0.7

@@ -4,8 +4,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rnnjax.losses import (accuracy, binary_crossentropy, categorical_crossentropy, compute_loss,
-                           sparse_categorical_crossentropy)
+from rnnjax.losses import (
+    accuracy,
+    binary_crossentropy,
+    categorical_crossentropy,
+    compute_loss,
+    sparse_categorical_crossentropy,
+)
 
 EPS = 1e-7  # Keras' backend epsilon, used to clip probabilities
 
@@ -38,14 +43,17 @@ def test_categorical_and_sparse_categorical_equal_keras(rng):
     probs = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
     expected = -np.log(np.clip(probs[np.arange(16), labels], EPS, 1 - EPS))
     logits_j = jnp.asarray(logits, jnp.float32)
-    np.testing.assert_allclose(sparse_categorical_crossentropy(logits_j, jnp.asarray(labels)),
-                               expected, rtol=1e-5)
+    np.testing.assert_allclose(
+        sparse_categorical_crossentropy(logits_j, jnp.asarray(labels)), expected, rtol=1e-5
+    )
     one_hot = np.eye(5)[labels]
-    np.testing.assert_allclose(categorical_crossentropy(logits_j, jnp.asarray(one_hot, jnp.float32)),
-                               expected, rtol=1e-5)
+    np.testing.assert_allclose(
+        categorical_crossentropy(logits_j, jnp.asarray(one_hot, jnp.float32)), expected, rtol=1e-5
+    )
     # compute_loss one-hot encodes integer labels for categorical cross-entropy.
-    np.testing.assert_allclose(compute_loss("categorical_crossentropy", logits_j,
-                                            jnp.asarray(labels)), expected, rtol=1e-5)
+    np.testing.assert_allclose(
+        compute_loss("categorical_crossentropy", logits_j, jnp.asarray(labels)), expected, rtol=1e-5
+    )
     with pytest.raises(ValueError, match="unknown loss 'mse'"):
         compute_loss("mse", logits_j, jnp.asarray(labels))
 

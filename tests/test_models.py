@@ -4,9 +4,9 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import numpy_keras as ref
 import pytest
 
-import numpy_keras as ref
 from rnnjax import Classifier, LayerSpec, ModelConfig, count_params, init_params, probabilities
 from rnnjax import summary as model_summary
 
@@ -74,19 +74,24 @@ def test_parameter_tree_and_initializers():
 def _reference_logits(params, ids, mask=None):
     p = jax.tree.map(lambda a: np.asarray(a, np.float64), params)
     x = p["embedding"]["embedding"][np.asarray(ids)]
-    sequences, _, _ = ref.lstm(x, **{k: p["lstm"]["cell"][k] for k in ("kernel", "recurrent_kernel",
-                                                                         "bias")}, mask=mask)
-    _, h, _ = ref.lstm(sequences, **{k: p["lstm_1"]["cell"][k] for k in ("kernel",
-                                                                         "recurrent_kernel", "bias")},
-                       mask=mask)
+    sequences, _, _ = ref.lstm(
+        x, **{k: p["lstm"]["cell"][k] for k in ("kernel", "recurrent_kernel", "bias")}, mask=mask
+    )
+    _, h, _ = ref.lstm(
+        sequences,
+        **{k: p["lstm_1"]["cell"][k] for k in ("kernel", "recurrent_kernel", "bias")},
+        mask=mask,
+    )
     return ref.dense(h, p["dense"]["kernel"], p["dense"]["bias"])
 
 
 @pytest.mark.parametrize("mask_zero", [False, True])
 def test_stacked_classifier_matches_numpy_keras(mask_zero, rng):
     config = ModelConfig(50, 6, (LSTM8, LSTM8), num_classes=3, mask_zero=mask_zero)
-    params = jax.tree.map(lambda p: p + 0.1 * jnp.asarray(rng.normal(size=p.shape), jnp.float32),
-                          init_params(config, jax.random.key(1)))
+    params = jax.tree.map(
+        lambda p: p + 0.1 * jnp.asarray(rng.normal(size=p.shape), jnp.float32),
+        init_params(config, jax.random.key(1)),
+    )
     ids = ref.pad([[5, 7, 9, 11], [3, 4], [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]], 10, "pre")
     logits = Classifier(config).apply({"params": params}, jnp.asarray(ids))
     chex.assert_shape(logits, (3, 3))
@@ -127,7 +132,9 @@ def test_jit_equals_no_jit(rng):
         return model.apply({"params": params}, ids, training=True, rngs={"dropout": key})
 
     key = jax.random.key(3)
-    chex.assert_trees_all_close(jax.jit(apply)(params, ids, key), apply(params, ids, key), atol=1e-6)
+    chex.assert_trees_all_close(
+        jax.jit(apply)(params, ids, key), apply(params, ids, key), atol=1e-6
+    )
 
 
 def test_vmap_over_stacked_parameters_equals_separate_calls(rng):
@@ -146,15 +153,22 @@ def test_vmap_over_stacked_parameters_equals_separate_calls(rng):
 
 @pytest.mark.parametrize("kind", ["lstm", "gru", "simple_rnn"])
 def test_gradients_are_finite_and_reach_every_parameter(kind, rng):
-    config = ModelConfig(50, 6, (LayerSpec(kind, 8, dropout=0.2, recurrent_dropout=0.2),
-                                 LayerSpec(kind, 8, bidirectional=True)))
+    config = ModelConfig(
+        50,
+        6,
+        (
+            LayerSpec(kind, 8, dropout=0.2, recurrent_dropout=0.2),
+            LayerSpec(kind, 8, bidirectional=True),
+        ),
+    )
     model = Classifier(config)
     params = init_params(config, jax.random.key(0))
     ids = _ids(rng, vocab=50)
 
     def loss(params):
-        logits = model.apply({"params": params}, ids, training=True,
-                             rngs={"dropout": jax.random.key(1)})
+        logits = model.apply(
+            {"params": params}, ids, training=True, rngs={"dropout": jax.random.key(1)}
+        )
         return jnp.mean(logits**2)
 
     grads = jax.grad(loss)(params)
@@ -198,7 +212,8 @@ def test_config_errors_are_clear(make, message):
 def test_config_round_trips_through_a_dict():
     import dataclasses
 
-    config = ModelConfig(1000, 100, (LayerSpec("gru", 32, dropout=0.2, reset_after=False),),
-                         num_classes=46)
+    config = ModelConfig(
+        1000, 100, (LayerSpec("gru", 32, dropout=0.2, reset_after=False),), num_classes=46
+    )
     assert ModelConfig.from_dict(dataclasses.asdict(config)) == config
     hash(config)  # frozen and hashable: usable as a static jit argument

@@ -35,7 +35,9 @@ def test_rmsprop_matches_keras(rng):
         v = rho * v + (1 - rho) * g**2
         w = w - lr * g / np.sqrt(v + eps)  # Keras: epsilon inside the square root
         expected.append(w)
-    np.testing.assert_allclose(_run(rmsprop(lr), w0, grads), np.stack(expected), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(
+        _run(rmsprop(lr), w0, grads), np.stack(expected), rtol=1e-5, atol=1e-7
+    )
 
 
 def test_rmsprop_momentum_and_centered_match_keras(rng):
@@ -100,7 +102,8 @@ def test_sgd_momentum_matches_keras(nesterov, rng):
 
 def test_get_optimizer_uses_keras_defaults_and_rejects_unknown_names(rng):
     w0, grads = rng.normal(size=(3, 4)), _gradients(rng)
-    np.testing.assert_allclose(_run(get_optimizer("adam"), w0, grads), _keras_adam(w0, grads),
-                               atol=2e-7)
+    np.testing.assert_allclose(
+        _run(get_optimizer("adam"), w0, grads), _keras_adam(w0, grads), atol=2e-7
+    )
     with pytest.raises(ValueError, match="unknown optimizer 'adamw'"):
         get_optimizer("adamw")

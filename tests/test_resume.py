@@ -13,8 +13,9 @@ WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "resume_worker
 
 
 def _run(workdir, *flags):
-    return subprocess.run([sys.executable, WORKER, str(workdir), *flags], capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, WORKER, str(workdir), *flags], capture_output=True, text=True, timeout=300
+    )
 
 
 def _result(workdir):
@@ -62,8 +63,12 @@ def test_sigkill_mid_save_then_resume(save, uninterrupted, tmp_path):
     resumed = _run(tmp_path, "--resume")
     assert resumed.returncode == 0, resumed.stderr
     _assert_same(_result(tmp_path), uninterrupted["fused"])
-    leftovers = [name for root, dirs, _ in os.walk(tmp_path / "checkpoints") for name in dirs
-                 if "tmp" in name]
+    leftovers = [
+        name
+        for root, dirs, _ in os.walk(tmp_path / "checkpoints")
+        for name in dirs
+        if "tmp" in name
+    ]
     assert leftovers == []  # Orbax cleaned the half-written save
 
 

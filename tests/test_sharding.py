@@ -21,19 +21,20 @@ def _env(devices):
 @pytest.mark.slow
 def test_four_devices_equal_one(tmp_path):
     out = tmp_path / "result.npz"
-    completed = subprocess.run([sys.executable, WORKER, str(out)], env=_env(4),
-                               capture_output=True, text=True, timeout=600)
+    completed = subprocess.run(
+        [sys.executable, WORKER, str(out)], env=_env(4), capture_output=True, text=True, timeout=600
+    )
     assert completed.returncode == 0, completed.stderr
     with np.load(out) as result:
         assert int(result["devices"]) == 4
         np.testing.assert_allclose(result["sharded_loss"], result["single_loss"], atol=1e-5)
-        np.testing.assert_allclose(result["sharded_val_loss"], result["single_val_loss"],
-                                   atol=1e-5)
+        np.testing.assert_allclose(result["sharded_val_loss"], result["single_val_loss"], atol=1e-5)
         params = [k for k in result.files if k.startswith("single[")]
         assert params
         for key in params:
-            np.testing.assert_allclose(result["sharded" + key[len("single"):]], result[key],
-                                       atol=1e-5, err_msg=key)
+            np.testing.assert_allclose(
+                result["sharded" + key[len("single") :]], result[key], atol=1e-5, err_msg=key
+            )
 
 
 def _free_port():
@@ -46,15 +47,36 @@ def _free_port():
 def test_two_processes_equal_one_device(tmp_path):
     """Multi-host on one machine: two processes with two CPU devices each, over loopback."""
     single = tmp_path / "single.npz"
-    completed = subprocess.run([sys.executable, WORKER, str(single)], env=_env(1),
-                               capture_output=True, text=True, timeout=600)
+    completed = subprocess.run(
+        [sys.executable, WORKER, str(single)],
+        env=_env(1),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert completed.returncode == 0, completed.stderr
     port = _free_port()
     out = tmp_path / "multi.npz"
-    workers = [subprocess.Popen([sys.executable, WORKER, str(out), "--process", str(i),
-                                 "--processes", "2", "--port", str(port)], env=_env(2),
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-               for i in range(2)]
+    workers = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                WORKER,
+                str(out),
+                "--process",
+                str(i),
+                "--processes",
+                "2",
+                "--port",
+                str(port),
+            ],
+            env=_env(2),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
     for worker in workers:
         _, stderr = worker.communicate(timeout=600)
         assert worker.returncode == 0, stderr
@@ -63,5 +85,6 @@ def test_two_processes_equal_one_device(tmp_path):
         np.testing.assert_allclose(multi["sharded_loss"], one["single_loss"], atol=1e-5)
         for key in one.files:
             if key.startswith("single["):
-                np.testing.assert_allclose(multi["sharded" + key[len("single"):]], one[key],
-                                           atol=1e-5, err_msg=key)
+                np.testing.assert_allclose(
+                    multi["sharded" + key[len("single") :]], one[key], atol=1e-5, err_msg=key
+                )

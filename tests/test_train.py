@@ -1,4 +1,4 @@
-"""The fit loop on small synthetic data: Keras means, determinism, modes, early stopping, outputs."""
+"""The fit loop on small synthetic data: Keras means, determinism, modes, early stopping."""
 
 import json
 import os
@@ -31,8 +31,13 @@ def _data(rng, n, time=12):
 def _state(seed=0, lr=1e-2):
     model = Classifier(CONFIG)
     init_key, dropout_key = jax.random.split(jax.random.key(seed))
-    return TrainState.create(model=model, params=init_params(CONFIG, init_key),
-                             tx=rmsprop(lr), rng=dropout_key, loss="binary_crossentropy")
+    return TrainState.create(
+        model=model,
+        params=init_params(CONFIG, init_key),
+        tx=rmsprop(lr),
+        rng=dropout_key,
+        loss="binary_crossentropy",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -103,9 +108,17 @@ def test_early_stopping_restores_the_best_epoch_weights(splits, tmp_path):
     stopping = EarlyStopping(monitor="val_loss", patience=1, restore_best_weights=True)
     # A large learning rate makes validation loss bounce, so the run stops early.
     checkpoints = Checkpoints(str(tmp_path / "checkpoints"))
-    result = fit(_state(lr=0.3), train, val, epochs=30, batch_size=32, early_stopping=stopping,
-                 checkpoints=checkpoints, checkpoint_config={"model": _model_dict()},
-                 history_path=str(tmp_path / "history.json"))
+    result = fit(
+        _state(lr=0.3),
+        train,
+        val,
+        epochs=30,
+        batch_size=32,
+        early_stopping=stopping,
+        checkpoints=checkpoints,
+        checkpoint_config={"model": _model_dict()},
+        history_path=str(tmp_path / "history.json"),
+    )
     checkpoints.close()
     stopping = result.early_stopping
     assert stopping.stop_training and len(result.history) == stopping.stopped_epoch + 1
@@ -147,11 +160,16 @@ def test_history_json_round_trip():
     "mutate, message",
     [
         (lambda x, y: (x.astype(np.float32) + 0.5, y), "must hold integer token ids"),
-        (lambda x, y: (np.where(x == x[3, 4], 50, x), y), r"training data ids\[3, 4\] = 50 is "
-         r"outside the vocabulary \[0, 50\)"),
+        (
+            lambda x, y: (np.where(x == x[3, 4], 50, x), y),
+            r"training data ids\[3, 4\] = 50 is "
+            r"outside the vocabulary \[0, 50\)",
+        ),
         (lambda x, y: (np.where(x == x[0, 0], -1, x), y), "outside the vocabulary"),
-        (lambda x, y: (x, np.where(np.arange(len(y)) == 7, 2, y)),
-         r"training data labels\[7\] = 2 is not a class id in \[0, 2\)"),
+        (
+            lambda x, y: (x, np.where(np.arange(len(y)) == 7, 2, y)),
+            r"training data labels\[7\] = 2 is not a class id in \[0, 2\)",
+        ),
         (lambda x, y: (x, y[:-1]), "labels has 202 entries but there are 203 sequences"),
         (lambda x, y: (x[:0], y[:0]), "is empty"),
     ],
@@ -175,13 +193,24 @@ def test_nan_mid_training_stops_and_keeps_the_best_checkpoint(splits, tmp_path):
     train, val = splits
     schedule = lambda count: jnp.where(count == 16, jnp.nan, 1e-2)  # noqa: E731
     model = Classifier(CONFIG)
-    state = TrainState.create(model=model, params=init_params(CONFIG, jax.random.key(0)),
-                              tx=rmsprop(schedule), rng=jax.random.key(1),
-                              loss="binary_crossentropy")
+    state = TrainState.create(
+        model=model,
+        params=init_params(CONFIG, jax.random.key(0)),
+        tx=rmsprop(schedule),
+        rng=jax.random.key(1),
+        loss="binary_crossentropy",
+    )
     checkpoints = Checkpoints(str(tmp_path))
-    result = fit(state, train, val, epochs=5, batch_size=32, checkpoints=checkpoints,
-                 early_stopping=EarlyStopping(patience=5, restore_best_weights=True),
-                 checkpoint_config={"model": _model_dict()})
+    result = fit(
+        state,
+        train,
+        val,
+        epochs=5,
+        batch_size=32,
+        checkpoints=checkpoints,
+        early_stopping=EarlyStopping(patience=5, restore_best_weights=True),
+        checkpoint_config={"model": _model_dict()},
+    )
     checkpoints.close()
     # Step 17 applies the NaN update; step 18 is the first whose loss is NaN.
     assert result.nan_at == (3, 4) and len(result.history) == 2

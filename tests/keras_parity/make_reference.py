@@ -49,24 +49,51 @@ def _layer(kind: str, units: int, **options) -> dict:
     return {"kind": kind, "units": units, **LAYER_DEFAULTS, **options}
 
 
-def _classifier(*layers: dict, vocab_size: int = 50, embed_dim: int = 12, num_classes: int = 3,
-                padding: str | None = None, batch: int = 6, time: int = 9,
-                weight_scale: float = WEIGHT_SCALE) -> dict:
+def _classifier(
+    *layers: dict,
+    vocab_size: int = 50,
+    embed_dim: int = 12,
+    num_classes: int = 3,
+    padding: str | None = None,
+    batch: int = 6,
+    time: int = 9,
+    weight_scale: float = WEIGHT_SCALE,
+) -> dict:
     """``Sequential([Input((T,)), Embedding(V, E, mask_zero=padding is not None), *layers,
     Dense(C)])``; ``padding`` ('pre' or 'post') also pads the ids with zeros."""
-    config = {"vocab_size": vocab_size, "embed_dim": embed_dim, "layers": list(layers),
-              "num_classes": num_classes, "mask_zero": padding is not None}
-    return {"model": "classifier", "config": config, "padding": padding, "batch": batch,
-            "time": time, "weight_scale": weight_scale}
+    config = {
+        "vocab_size": vocab_size,
+        "embed_dim": embed_dim,
+        "layers": list(layers),
+        "num_classes": num_classes,
+        "mask_zero": padding is not None,
+    }
+    return {
+        "model": "classifier",
+        "config": config,
+        "padding": padding,
+        "batch": batch,
+        "time": time,
+        "weight_scale": weight_scale,
+    }
 
 
-def _recurrent_layer(layer: dict, input_dim: int = 5, masked: bool = False, batch: int = 6,
-                     time: int = 9) -> dict:
+def _recurrent_layer(
+    layer: dict, input_dim: int = 5, masked: bool = False, batch: int = 6, time: int = 9
+) -> dict:
     """One recurrent layer on float inputs ``[B, T, D]`` returning sequences and states;
     ``masked`` passes a mask with 'pre'- and 'post'-padded rows."""
-    return {"model": "layer", "layer": layer, "return_sequences": True, "return_state": True,
-            "input_dim": input_dim, "padding": "mixed" if masked else None, "batch": batch,
-            "time": time, "weight_scale": WEIGHT_SCALE}
+    return {
+        "model": "layer",
+        "layer": layer,
+        "return_sequences": True,
+        "return_state": True,
+        "input_dim": input_dim,
+        "padding": "mixed" if masked else None,
+        "batch": batch,
+        "time": time,
+        "weight_scale": WEIGHT_SCALE,
+    }
 
 
 CASES: dict[str, dict] = {
@@ -94,22 +121,32 @@ CASES: dict[str, dict] = {
     # rounding alone then moves the logits ~1.3e-5 from a float64 evaluation, in Keras as in
     # rnnjax. 0.15 * sqrt(100) ~ 0.5 * sqrt(10): the kernels' sums stay as large as in the
     # width-~10 cases, so 1e-5 still measures the implementation, not float32 chaos.
-    "reuters": _classifier(_layer("lstm", 100), vocab_size=1000, embed_dim=100, num_classes=46,
-                           batch=8, time=40, weight_scale=0.15),
+    "reuters": _classifier(
+        _layer("lstm", 100),
+        vocab_size=1000,
+        embed_dim=100,
+        num_classes=46,
+        batch=8,
+        time=40,
+        weight_scale=0.15,
+    ),
     "lstm_relu_hard_sigmoid": _classifier(
         _layer("lstm", 7, activation="relu", recurrent_activation="hard_sigmoid")
     ),
     "gru_reset_before_softsign_hard_sigmoid": _classifier(
-        _layer("gru", 7, reset_after=False, activation="softsign",
-               recurrent_activation="hard_sigmoid")
+        _layer(
+            "gru", 7, reset_after=False, activation="softsign", recurrent_activation="hard_sigmoid"
+        )
     ),
-    "simple_rnn_relu_mask_pre": _classifier(_layer("simple_rnn", 7, activation="relu"),
-                                            padding="pre"),
+    "simple_rnn_relu_mask_pre": _classifier(
+        _layer("simple_rnn", 7, activation="relu"), padding="pre"
+    ),
     "lstm_layer_sequences_state": _recurrent_layer(_layer("lstm", 7)),
     "gru_layer_sequences_state": _recurrent_layer(_layer("gru", 7)),
     "gru_reset_before_layer_sequences_state": _recurrent_layer(_layer("gru", 7, reset_after=False)),
-    "lstm_layer_go_backwards_masked": _recurrent_layer(_layer("lstm", 7, go_backwards=True),
-                                                       masked=True),
+    "lstm_layer_go_backwards_masked": _recurrent_layer(
+        _layer("lstm", 7, go_backwards=True), masked=True
+    ),
     "bidirectional_gru_layer_sequences_state": _recurrent_layer(
         _layer("gru", 7, bidirectional=True, merge_mode="concat")
     ),
@@ -119,15 +156,22 @@ CASES: dict[str, dict] = {
 def keras_recurrent_layer(keras, spec: dict, return_sequences: bool, return_state: bool = False):
     """The Keras layer a LayerSpec-style dict describes (wrapped in Bidirectional if asked)."""
     kind = spec["kind"]
-    options = {"units": spec["units"], "activation": spec["activation"],
-               "go_backwards": spec["go_backwards"], "return_sequences": return_sequences,
-               "return_state": return_state}
+    options = {
+        "units": spec["units"],
+        "activation": spec["activation"],
+        "go_backwards": spec["go_backwards"],
+        "return_sequences": return_sequences,
+        "return_state": return_state,
+    }
     if kind != "simple_rnn":
         options["recurrent_activation"] = spec["recurrent_activation"]
     if kind == "gru":
         options["reset_after"] = spec["reset_after"]
-    cls = {"lstm": keras.layers.LSTM, "gru": keras.layers.GRU,
-           "simple_rnn": keras.layers.SimpleRNN}[kind]
+    cls = {
+        "lstm": keras.layers.LSTM,
+        "gru": keras.layers.GRU,
+        "simple_rnn": keras.layers.SimpleRNN,
+    }[kind]
     layer = cls(**options)
     if spec["bidirectional"]:
         layer = keras.layers.Bidirectional(layer, merge_mode=spec["merge_mode"])
@@ -152,8 +196,7 @@ def padding_mask(lengths: np.ndarray, time: int, padding: str) -> np.ndarray:
 def randomize_weights(model, rng: np.random.Generator, scale: float) -> list[np.ndarray]:
     """Sets every weight to N(0, scale^2) draws; returns them in ``get_weights()`` order."""
     weights = [
-        (scale * rng.standard_normal(w.shape)).astype(np.float32)
-        for w in model.get_weights()
+        (scale * rng.standard_normal(w.shape)).astype(np.float32) for w in model.get_weights()
     ]
     model.set_weights(weights)
     return weights
@@ -164,14 +207,19 @@ def run_classifier(keras, case: dict, rng: np.random.Generator) -> dict:
     "weights": [...]}``."""
     config, batch, time = case["config"], case["batch"], case["time"]
     layers = config["layers"]
-    model = keras.Sequential([
-        keras.Input(shape=(time,), dtype="int32"),
-        keras.layers.Embedding(config["vocab_size"], config["embed_dim"],
-                               mask_zero=config["mask_zero"]),
-        *(keras_recurrent_layer(keras, spec, return_sequences=index < len(layers) - 1)
-          for index, spec in enumerate(layers)),
-        keras.layers.Dense(config["num_classes"]),
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input(shape=(time,), dtype="int32"),
+            keras.layers.Embedding(
+                config["vocab_size"], config["embed_dim"], mask_zero=config["mask_zero"]
+            ),
+            *(
+                keras_recurrent_layer(keras, spec, return_sequences=index < len(layers) - 1)
+                for index, spec in enumerate(layers)
+            ),
+            keras.layers.Dense(config["num_classes"]),
+        ]
+    )
     weights = randomize_weights(model, rng, case["weight_scale"])
     if case["padding"] is None:
         # Without mask_zero, id 0 is an ordinary token: draw it too.
@@ -188,8 +236,9 @@ def run_layer(keras, case: dict, rng: np.random.Generator) -> dict:
     """Builds and runs a layer case: ``{"inputs": x [B, T, D], "outputs": [output, *states],
     "weights": [...]}`` plus ``"mask" [B, T]`` when padded."""
     batch, time = case["batch"], case["time"]
-    layer = keras_recurrent_layer(keras, case["layer"], case["return_sequences"],
-                                  case["return_state"])
+    layer = keras_recurrent_layer(
+        keras, case["layer"], case["return_sequences"], case["return_state"]
+    )
     x = rng.standard_normal((batch, time, case["input_dim"])).astype(np.float32)
     mask = None
     if case["padding"] is not None:
@@ -222,12 +271,18 @@ def main() -> None:
         if "mask" in result:
             arrays["mask"] = result["mask"]
         arrays |= {f"weight_{i:03d}": w for i, w in enumerate(result["weights"])}
-        arrays |= {f"output_{i}": keras.ops.convert_to_numpy(o)
-                   for i, o in enumerate(result["outputs"])}
+        arrays |= {
+            f"output_{i}": keras.ops.convert_to_numpy(o) for i, o in enumerate(result["outputs"])
+        }
         np.savez(args.out_dir / f"{name}.npz", **arrays)
-    manifest = {"keras_version": keras.__version__, "keras_backend": keras.backend.backend(),
-                "jax_version": jax.__version__, "jax_platform": jax.default_backend(),
-                "seed": args.seed, "cases": CASES}
+    manifest = {
+        "keras_version": keras.__version__,
+        "keras_backend": keras.backend.backend(),
+        "jax_version": jax.__version__,
+        "jax_platform": jax.default_backend(),
+        "seed": args.seed,
+        "cases": CASES,
+    }
     (args.out_dir / "cases.json").write_text(json.dumps(manifest, indent=1))
 
 
