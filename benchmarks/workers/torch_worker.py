@@ -1,0 +1,96 @@
+"""PyTorch under the speed benchmark: ``nn.Embedding -> nn.LSTM/nn.GRU ... -> nn.Linear``.
+
+The loop a PyTorch user writes for the Keras recipe: ``set_num_threads`` (option ``threads``,
+default every core), a fresh ``torch.randperm`` each epoch, manual batching of tensors (no
+DataLoader: the data is a few MB), RMSprop(lr, alpha=rho, eps), BCE-with-logits or
+cross-entropy, then validation under ``no_grad``; epoch seconds include validation. ``nn.GRU``
+applies the reset gate after the recurrent matmul, like Keras' default ``reset_after=True``.
+Initializers are PyTorch's own. See ``common`` for the job.
+"""
+
+import os
+import time
+
+import torch
+from common import EPSILON, RHO, run_worker
+from torch import nn
+
+RNNS = {"lstm": nn.LSTM, "gru": nn.GRU}
+
+
+class Net(nn.Module):
+    """``ids [B, T]`` -> logits ``[B, C]``."""
+
+    def __init__(self, spec: dict):
+        super().__init__()
+        self.embedding = nn.Embedding(spec["vocab_size"], spec["embed_dim"])
+        widths = [spec["embed_dim"]] + [units for _, units in spec["layers"]]
+        self.rnns = nn.ModuleList(
+            RNNS[kind](width, units, batch_first=True)
+            for (kind, units), width in zip(spec["layers"], widths[:-1], strict=True))
+        self.dense = nn.Linear(widths[-1], spec["num_classes"])
+
+    def forward(self, ids):
+        x = self.embedding(ids)
+        for rnn in self.rnns:
+            x, _ = rnn(x)  # [B, T, U]
+        return self.dense(x[:, -1])
+
+
+def versions() -> dict:
+    return {"torch": torch.__version__}
+
+
+def train(job: dict, arrays: dict) -> dict:
+    torch.set_num_threads(job["options"].get("threads") or os.cpu_count())
+    torch.manual_seed(job["seed"])
+    spec = job["model"]
+    binary = spec["num_classes"] == 1
+    model = Net(spec)
+    # torch adds eps outside the square root (Keras: inside); the same work per step, and
+    # this is a speed benchmark.
+    optimizer = torch.optim.RMSprop(model.parameters(), lr=job["learning_rate"], alpha=RHO,
+                                    eps=EPSILON)
+    criterion = nn.BCEWithLogitsLoss() if binary else nn.CrossEntropyLoss()
+
+    def tensors(x, y):
+        labels = torch.from_numpy(y)
+        return torch.from_numpy(x).long(), labels.float() if binary else labels.long()
+
+    def loss_of(ids, labels):
+        logits = model(ids)
+        return criterion(logits[:, 0] if binary else logits, labels)
+
+    x_train, y_train = tensors(arrays["x_train"], arrays["y_train"])
+    x_val, y_val = tensors(arrays["x_val"], arrays["y_val"])
+    batch = job["batch_size"]
+    epoch_seconds, train_loss, val_loss = [], None, None
+    fit_start = time.perf_counter()
+    for _ in range(job["epochs"]):
+        start = time.perf_counter()
+        model.train()
+        order = torch.randperm(len(x_train))
+        total = 0.0
+        for first in range(0, len(order), batch):
+            rows = order[first : first + batch]
+            optimizer.zero_grad(set_to_none=True)
+            loss = loss_of(x_train[rows], y_train[rows])
+            loss.backward()
+            optimizer.step()
+            total += loss.item() * len(rows)
+        train_loss = total / len(x_train)
+        model.eval()
+        total = 0.0
+        with torch.no_grad():
+            for first in range(0, len(x_val), batch):
+                ids, labels = x_val[first : first + batch], y_val[first : first + batch]
+                total += loss_of(ids, labels).item() * len(ids)
+        val_loss = total / len(x_val)
+        epoch_seconds.append(time.perf_counter() - start)
+    return {"epoch_seconds": epoch_seconds, "fit_seconds": time.perf_counter() - fit_start,
+            "train_loss": train_loss, "val_loss": val_loss,
+            "options": {"threads": torch.get_num_threads()}}
+
+
+if __name__ == "__main__":
+    run_worker(versions, train)
