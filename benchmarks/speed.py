@@ -49,8 +49,12 @@ class Model:
 
     def job_model(self) -> dict:
         shape = speed_data.SHAPES[self.dataset]
-        return {"vocab_size": shape.num_words, "embed_dim": self.embed_dim,
-                "layers": [list(layer) for layer in self.layers], "num_classes": shape.num_classes}
+        return {
+            "vocab_size": shape.num_words,
+            "embed_dim": self.embed_dim,
+            "layers": [list(layer) for layer in self.layers],
+            "num_classes": shape.num_classes,
+        }
 
 
 MODELS = {
@@ -79,8 +83,11 @@ FRAMEWORKS = {
     "rnnjax": Framework("rnnjax_worker.py", "rnnjax_python", CPU | {"PYTHONPATH": REPO}),
     "flax": Framework("flax_worker.py", "rnnjax_python", CPU),
     "keras-jax": Framework("keras_worker.py", "keras_jax_python", CPU | {"KERAS_BACKEND": "jax"}),
-    "keras-tf": Framework("keras_worker.py", "keras_tf_python",
-                          CPU | {"KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "2"}),
+    "keras-tf": Framework(
+        "keras_worker.py",
+        "keras_tf_python",
+        CPU | {"KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "2"},
+    ),
     "torch": Framework("torch_worker.py", "torch_python", CPU),
 }
 
@@ -94,8 +101,12 @@ def call_worker(framework: Framework, python: str, argument: str) -> dict:
     env = os.environ | framework.env
     if "PYTHONPATH" in framework.env and os.environ.get("PYTHONPATH"):
         env["PYTHONPATH"] = framework.env["PYTHONPATH"] + os.pathsep + os.environ["PYTHONPATH"]
-    done = subprocess.run([python, os.path.join(HERE, "workers", framework.worker), argument],
-                          env=env, capture_output=True, text=True)
+    done = subprocess.run(
+        [python, os.path.join(HERE, "workers", framework.worker), argument],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     lines = done.stdout.strip().splitlines()
     if done.returncode != 0 or not lines:
         errors = done.stderr.strip().splitlines() or [f"exit status {done.returncode}"]
@@ -113,8 +124,10 @@ def probe(names: list[str], args: argparse.Namespace) -> dict[str, dict]:
             found[name] = {"skipped": f"no --{framework.flag.replace('_', '-')} given"}
             continue
         try:
-            found[name] = {"python": python, "versions": call_worker(framework, python,
-                                                                      "--versions")}
+            found[name] = {
+                "python": python,
+                "versions": call_worker(framework, python, "--versions"),
+            }
         except OSError as error:
             found[name] = {"python": python, "skipped": f"{python}: {error.strerror}"}
         except WorkerError as error:
@@ -131,12 +144,15 @@ def machine() -> dict:
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f
-                       if line.startswith("model name"))
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "system": platform.platform(),
-            "load_average": os.getloadavg()}
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "system": platform.platform(),
+        "load_average": os.getloadavg(),
+    }
 
 
 def seconds_cell(value: float | None) -> str:
@@ -144,8 +160,11 @@ def seconds_cell(value: float | None) -> str:
 
 
 def table(results: list[dict], frameworks: dict[str, dict]) -> str:
-    rows = ["| model | framework | first epoch s (incl. compile) | median s/epoch (others) "
-            "| rnnjax/peer | val loss |", "|---|---|---|---|---|---|"]
+    rows = [
+        "| model | framework | first epoch s (incl. compile) | median s/epoch (others) "
+        "| rnnjax/peer | val loss |",
+        "|---|---|---|---|---|---|",
+    ]
     medians = {r["model"]: r.get("median") for r in results if r["framework"] == "rnnjax"}
     for r in results:
         if "error" in r:
@@ -154,8 +173,10 @@ def table(results: list[dict], frameworks: dict[str, dict]) -> str:
         ours, theirs = medians.get(r["model"]), r["median"]
         peer = r["framework"] != "rnnjax" and ours and theirs
         ratio = f"{ours / theirs:.2f}" if peer else ""
-        rows.append(f"| {r['model']} | {r['label']} | {seconds_cell(r['first_epoch'])} | "
-                    f"{seconds_cell(theirs)} | {ratio} | {r['val_loss']:.4f} |")
+        rows.append(
+            f"| {r['model']} | {r['label']} | {seconds_cell(r['first_epoch'])} | "
+            f"{seconds_cell(theirs)} | {ratio} | {r['val_loss']:.4f} |"
+        )
     for name, found in frameworks.items():
         if "skipped" in found:
             rows.append(f"| all | {name} | skipped: {found['skipped']} | | | |")
@@ -165,30 +186,48 @@ def table(results: list[dict], frameworks: dict[str, dict]) -> str:
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=5, help="epochs per run (>= 2 for a median)")
-    parser.add_argument("--models", default=",".join(MODELS), help="comma-separated, of: "
-                        + ", ".join(MODELS))
-    parser.add_argument("--frameworks", default=",".join(FRAMEWORKS),
-                        help="comma-separated, of: " + ", ".join(FRAMEWORKS))
-    parser.add_argument("--rnnjax-python", default=sys.executable,
-                        help="interpreter with rnnjax's dependencies (also runs flax); default: "
-                        "this one")
+    parser.add_argument(
+        "--models", default=",".join(MODELS), help="comma-separated, of: " + ", ".join(MODELS)
+    )
+    parser.add_argument(
+        "--frameworks",
+        default=",".join(FRAMEWORKS),
+        help="comma-separated, of: " + ", ".join(FRAMEWORKS),
+    )
+    parser.add_argument(
+        "--rnnjax-python",
+        default=sys.executable,
+        help="interpreter with rnnjax's dependencies (also runs flax); default: this one",
+    )
     parser.add_argument("--keras-jax-python", help="interpreter with keras and jax")
     parser.add_argument("--keras-tf-python", help="interpreter with keras and tensorflow")
     parser.add_argument("--torch-python", help="interpreter with torch")
-    parser.add_argument("--rnnjax-hoist", choices=("true", "false"), default="true",
-                        help="Classifier(hoist_input_projection=...)")
-    parser.add_argument("--torch-threads", type=int,
-                        help="torch.set_num_threads (default: every core)")
-    parser.add_argument("--real-data", action="store_true",
-                        help="the tutorials' own arrays instead of synthetic ones")
-    parser.add_argument("--data-dir", help="with --real-data: the TFDS data dir (default: "
-                        "$TFDS_DATA_DIR); Reuters must be prepared there or in --manual-dir")
+    parser.add_argument(
+        "--rnnjax-hoist",
+        choices=("true", "false"),
+        default="true",
+        help="Classifier(hoist_input_projection=...)",
+    )
+    parser.add_argument(
+        "--torch-threads", type=int, help="torch.set_num_threads (default: every core)"
+    )
+    parser.add_argument(
+        "--real-data",
+        action="store_true",
+        help="the tutorials' own arrays instead of synthetic ones",
+    )
+    parser.add_argument(
+        "--data-dir",
+        help="with --real-data: the TFDS data dir (default: "
+        "$TFDS_DATA_DIR); Reuters must be prepared there or in --manual-dir",
+    )
     parser.add_argument("--manual-dir", help="with --real-data: where reuters21578.tar.gz lies")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--learning-rate", type=float, default=1e-4)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--json", help="where the raw numbers go (default: "
-                        "runs/speed/<UTC time>.json)")
+    parser.add_argument(
+        "--json", help="where the raw numbers go (default: runs/speed/<UTC time>.json)"
+    )
     args = parser.parse_args(argv)
     for option, choices in (("models", MODELS), ("frameworks", FRAMEWORKS)):
         names = getattr(args, option).split(",")
@@ -205,21 +244,39 @@ def main(argv: list[str]) -> None:
     args = parse_args(argv)
     started = datetime.datetime.now(datetime.UTC)
     json_path = args.json or os.path.join(
-        "runs", "speed", started.strftime("%Y%m%dT%H%M%SZ") + ".json")
+        "runs", "speed", started.strftime("%Y%m%dT%H%M%SZ") + ".json"
+    )
     frameworks = probe(args.frameworks, args)
-    report = {"command": shlex.join([sys.executable, *sys.argv]), "date": started.isoformat(),
-              "machine": machine(), "frameworks": frameworks,
-              "recipe": {"optimizer": "rmsprop", "learning_rate": args.learning_rate,
-                         "rho": 0.9, "epsilon": 1e-7, "batch_size": args.batch_size,
-                         "epochs": args.epochs, "seed": args.seed},
-              "data": "real" if args.real_data else "synthetic", "results": []}
-    print(f"{report['machine']['cpu']}, {report['machine']['cores']} cores, load average "
-          f"{report['machine']['load_average'][0]:.2f}", file=sys.stderr)
+    report = {
+        "command": shlex.join([sys.executable, *sys.argv]),
+        "date": started.isoformat(),
+        "machine": machine(),
+        "frameworks": frameworks,
+        "recipe": {
+            "optimizer": "rmsprop",
+            "learning_rate": args.learning_rate,
+            "rho": 0.9,
+            "epsilon": 1e-7,
+            "batch_size": args.batch_size,
+            "epochs": args.epochs,
+            "seed": args.seed,
+        },
+        "data": "real" if args.real_data else "synthetic",
+        "results": [],
+    }
+    print(
+        f"{report['machine']['cpu']}, {report['machine']['cores']} cores, load average "
+        f"{report['machine']['load_average'][0]:.2f}",
+        file=sys.stderr,
+    )
     with tempfile.TemporaryDirectory() as tmp:
         data_paths = {}
         for dataset in dict.fromkeys(MODELS[name].dataset for name in args.models):
-            arrays = (speed_data.real(dataset, args.data_dir, args.manual_dir) if args.real_data
-                      else speed_data.synthetic(speed_data.SHAPES[dataset], args.seed))
+            arrays = (
+                speed_data.real(dataset, args.data_dir, args.manual_dir)
+                if args.real_data
+                else speed_data.synthetic(speed_data.SHAPES[dataset], args.seed)
+            )
             data_paths[dataset] = os.path.join(tmp, f"{dataset}.npz")
             np.savez(data_paths[dataset], **arrays)
             report.setdefault("shapes", {})[dataset] = {k: list(v.shape) for k, v in arrays.items()}
@@ -228,14 +285,26 @@ def main(argv: list[str]) -> None:
             for name, found in frameworks.items():
                 if "skipped" in found:
                     continue
-                options = {"rnnjax": {"hoist": args.rnnjax_hoist == "true"},
-                           "torch": {"threads": args.torch_threads}}.get(name, {})
-                job = {"data": data_paths[model.dataset], "model": model.job_model(),
-                       "epochs": args.epochs, "batch_size": args.batch_size,
-                       "learning_rate": args.learning_rate, "seed": args.seed, "options": options}
+                options = {
+                    "rnnjax": {"hoist": args.rnnjax_hoist == "true"},
+                    "torch": {"threads": args.torch_threads},
+                }.get(name, {})
+                job = {
+                    "data": data_paths[model.dataset],
+                    "model": model.job_model(),
+                    "epochs": args.epochs,
+                    "batch_size": args.batch_size,
+                    "learning_rate": args.learning_rate,
+                    "seed": args.seed,
+                    "options": options,
+                }
                 label = f"{name} (hoist=false)" if options.get("hoist") is False else name
-                result = {"model": model_name, "framework": name, "label": label,
-                          "load_average": os.getloadavg()}
+                result = {
+                    "model": model_name,
+                    "framework": name,
+                    "label": label,
+                    "load_average": os.getloadavg(),
+                }
                 start = time.perf_counter()
                 try:
                     answer = call_worker(FRAMEWORKS[name], found["python"], json.dumps(job))
@@ -244,18 +313,26 @@ def main(argv: list[str]) -> None:
                     print(f"{model_name} {name}: failed: {error}", file=sys.stderr)
                 else:
                     first, median = summarize(answer["epoch_seconds"])
-                    result |= answer | {"first_epoch": first, "median": median,
-                                        "process_seconds": time.perf_counter() - start}
-                    print(f"{model_name} {label}: first epoch {first:.2f} s, median "
-                          f"{seconds_cell(median)} s", file=sys.stderr)
+                    result |= answer | {
+                        "first_epoch": first,
+                        "median": median,
+                        "process_seconds": time.perf_counter() - start,
+                    }
+                    print(
+                        f"{model_name} {label}: first epoch {first:.2f} s, median "
+                        f"{seconds_cell(median)} s",
+                        file=sys.stderr,
+                    )
                 report["results"].append(result)
     report["machine"]["load_average_end"] = os.getloadavg()
     os.makedirs(os.path.dirname(os.path.abspath(json_path)), exist_ok=True)
     with open(json_path, "w") as f:
         json.dump(report, f, indent=1)
     print(table(report["results"], frameworks))
-    print(f"\n{report['machine']['cpu']}, {report['machine']['cores']} cores; {args.epochs} epochs "
-          f"of {report['data']} data; rnnjax/peer < 1: rnnjax is faster; raw numbers: {json_path}")
+    print(
+        f"\n{report['machine']['cpu']}, {report['machine']['cores']} cores; {args.epochs} epochs "
+        f"of {report['data']} data; rnnjax/peer < 1: rnnjax is faster; raw numbers: {json_path}"
+    )
 
 
 if __name__ == "__main__":

@@ -27,10 +27,24 @@ class Shape:
 
 
 SHAPES = {
-    "imdb": Shape(num_words=500, maxlen=100, num_train=20_000, num_val=5_000, num_classes=1,
-                  median_words=174, spread=0.45),
-    "reuters": Shape(num_words=1000, maxlen=100, num_train=7_185, num_val=1_797, num_classes=46,
-                     median_words=95, spread=0.75),
+    "imdb": Shape(
+        num_words=500,
+        maxlen=100,
+        num_train=20_000,
+        num_val=5_000,
+        num_classes=1,
+        median_words=174,
+        spread=0.45,
+    ),
+    "reuters": Shape(
+        num_words=1000,
+        maxlen=100,
+        num_train=7_185,
+        num_val=1_797,
+        num_classes=46,
+        median_words=95,
+        spread=0.75,
+    ),
 }
 
 
@@ -65,18 +79,24 @@ def synthetic(shape: Shape, seed: int) -> dict[str, np.ndarray]:
     else:
         labels = np.argmax(totals, axis=1)
     ids, labels = ids.astype(np.int32), labels.astype(np.int32)
-    return {"x_train": ids[: shape.num_train], "y_train": labels[: shape.num_train],
-            "x_val": ids[shape.num_train :], "y_val": labels[shape.num_train :]}
+    return {
+        "x_train": ids[: shape.num_train],
+        "y_train": labels[: shape.num_train],
+        "x_val": ids[shape.num_train :],
+        "y_val": labels[shape.num_train :],
+    }
 
 
-def real(dataset: str, data_dir: str | None = None,
-         manual_dir: str | None = None) -> dict[str, np.ndarray]:
+def real(
+    dataset: str, data_dir: str | None = None, manual_dir: str | None = None
+) -> dict[str, np.ndarray]:
     """The tutorial's own training and validation arrays via ``rnnjax.experiment.load_splits``
     (tensorflow-datasets in ``data_dir``, else ``$TFDS_DATA_DIR``; see rnnjax's README, "Data")."""
     from rnnjax.experiment import DataConfig, load_splits
 
-    config = DataConfig(dataset=dataset, num_words=SHAPES[dataset].num_words,
-                        maxlen=SHAPES[dataset].maxlen)
+    config = DataConfig(
+        dataset=dataset, num_words=SHAPES[dataset].num_words, maxlen=SHAPES[dataset].maxlen
+    )
     splits = load_splits(config, data_dir=data_dir, manual_dir=manual_dir)
     (x_train, y_train), (x_val, y_val) = splits.train, splits.validation
     return {"x_train": x_train, "y_train": y_train, "x_val": x_val, "y_val": y_val}

@@ -37,14 +37,22 @@ class Net(nn.Module):
 
 
 def versions() -> dict:
-    return {"flax": flax.__version__, "jax": jax.__version__, "optax": optax.__version__,
-            "device": jax.devices()[0].device_kind}
+    return {
+        "flax": flax.__version__,
+        "jax": jax.__version__,
+        "optax": optax.__version__,
+        "device": jax.devices()[0].device_kind,
+    }
 
 
 def train(job: dict, arrays: dict) -> dict:
     spec = job["model"]
-    model = Net(tuple(map(tuple, spec["layers"])), spec["vocab_size"], spec["embed_dim"],
-                spec["num_classes"])
+    model = Net(
+        tuple(map(tuple, spec["layers"])),
+        spec["vocab_size"],
+        spec["embed_dim"],
+        spec["num_classes"],
+    )
     x_train, y_train = arrays["x_train"], arrays["y_train"]
     x_val, y_val = arrays["x_val"], arrays["y_val"]
     tx = optax.rmsprop(job["learning_rate"], decay=RHO, eps=EPSILON, eps_in_sqrt=True)
@@ -85,8 +93,12 @@ def train(job: dict, arrays: dict) -> dict:
         train_loss = float(np.sum(jax.device_get(losses))) / len(x_train)
         val_loss = float(np.sum(jax.device_get(val_losses))) / len(x_val)
         epoch_seconds.append(time.perf_counter() - start)
-    return {"epoch_seconds": epoch_seconds, "fit_seconds": time.perf_counter() - fit_start,
-            "train_loss": train_loss, "val_loss": val_loss}
+    return {
+        "epoch_seconds": epoch_seconds,
+        "fit_seconds": time.perf_counter() - fit_start,
+        "train_loss": train_loss,
+        "val_loss": val_loss,
+    }
 
 
 if __name__ == "__main__":

@@ -50,30 +50,44 @@ def train(job: dict, arrays: dict) -> dict:
     last = len(spec["layers"]) - 1
     binary = spec["num_classes"] == 1
     model = keras.Sequential(
-        [keras.Input((arrays["x_train"].shape[1],), dtype="int32"),
-         keras.layers.Embedding(spec["vocab_size"], spec["embed_dim"])]
-        + [LAYERS[kind](units, return_sequences=index < last)
-           for index, (kind, units) in enumerate(spec["layers"])]
-        + [keras.layers.Dense(spec["num_classes"], activation="sigmoid" if binary else "softmax")])
-    model.compile(optimizer=keras.optimizers.RMSprop(job["learning_rate"], rho=RHO,
-                                                     epsilon=EPSILON),
-                  loss="binary_crossentropy" if binary else "categorical_crossentropy",
-                  metrics=["accuracy"])
+        [
+            keras.Input((arrays["x_train"].shape[1],), dtype="int32"),
+            keras.layers.Embedding(spec["vocab_size"], spec["embed_dim"]),
+        ]
+        + [
+            LAYERS[kind](units, return_sequences=index < last)
+            for index, (kind, units) in enumerate(spec["layers"])
+        ]
+        + [keras.layers.Dense(spec["num_classes"], activation="sigmoid" if binary else "softmax")]
+    )
+    model.compile(
+        optimizer=keras.optimizers.RMSprop(job["learning_rate"], rho=RHO, epsilon=EPSILON),
+        loss="binary_crossentropy" if binary else "categorical_crossentropy",
+        metrics=["accuracy"],
+    )
 
     def labels(y: np.ndarray) -> np.ndarray:
-        return y.astype("float32") if binary else keras.utils.to_categorical(
-            y, spec["num_classes"])
+        return y.astype("float32") if binary else keras.utils.to_categorical(y, spec["num_classes"])
 
     timer = EpochTimer()
     start = time.perf_counter()
-    history = model.fit(arrays["x_train"], labels(arrays["y_train"]),
-                        validation_data=(arrays["x_val"], labels(arrays["y_val"])),
-                        epochs=job["epochs"], batch_size=job["batch_size"], verbose=0,
-                        callbacks=[timer])
+    history = model.fit(
+        arrays["x_train"],
+        labels(arrays["y_train"]),
+        validation_data=(arrays["x_val"], labels(arrays["y_val"])),
+        epochs=job["epochs"],
+        batch_size=job["batch_size"],
+        verbose=0,
+        callbacks=[timer],
+    )
     fit_seconds = time.perf_counter() - start
-    return {"epoch_seconds": timer.seconds, "fit_seconds": fit_seconds,
-            "train_loss": history.history["loss"][-1], "val_loss": history.history["val_loss"][-1],
-            "options": {"jit_compile": model.jit_compile}}
+    return {
+        "epoch_seconds": timer.seconds,
+        "fit_seconds": fit_seconds,
+        "train_loss": history.history["loss"][-1],
+        "val_loss": history.history["val_loss"][-1],
+        "options": {"jit_compile": model.jit_compile},
+    }
 
 
 if __name__ == "__main__":

@@ -15,28 +15,46 @@ from rnnjax import Classifier, LayerSpec, ModelConfig, TrainState, fit, init_par
 
 
 def versions() -> dict:
-    return {"rnnjax": rnnjax.__version__, "jax": jax.__version__,
-            "device": jax.devices()[0].device_kind}
+    return {
+        "rnnjax": rnnjax.__version__,
+        "jax": jax.__version__,
+        "device": jax.devices()[0].device_kind,
+    }
 
 
 def train(job: dict, arrays: dict) -> dict:
     spec = job["model"]
-    config = ModelConfig(spec["vocab_size"], spec["embed_dim"],
-                         tuple(LayerSpec(kind, units) for kind, units in spec["layers"]),
-                         num_classes=spec["num_classes"])
+    config = ModelConfig(
+        spec["vocab_size"],
+        spec["embed_dim"],
+        tuple(LayerSpec(kind, units) for kind, units in spec["layers"]),
+        num_classes=spec["num_classes"],
+    )
     model = Classifier(config, hoist_input_projection=job["options"].get("hoist", True))
     state = TrainState.create(
-        model=model, params=init_params(config, jax.random.key(job["seed"])),
+        model=model,
+        params=init_params(config, jax.random.key(job["seed"])),
         tx=rmsprop(job["learning_rate"], rho=RHO, epsilon=EPSILON),
         rng=jax.random.key(job["seed"] + 1),
-        loss="binary_crossentropy" if config.num_classes == 1 else "categorical_crossentropy")
+        loss="binary_crossentropy" if config.num_classes == 1 else "categorical_crossentropy",
+    )
     start = time.perf_counter()
-    result = fit(state, (arrays["x_train"], arrays["y_train"]), (arrays["x_val"], arrays["y_val"]),
-                 epochs=job["epochs"], batch_size=job["batch_size"], seed=job["seed"])
+    result = fit(
+        state,
+        (arrays["x_train"], arrays["y_train"]),
+        (arrays["x_val"], arrays["y_val"]),
+        epochs=job["epochs"],
+        batch_size=job["batch_size"],
+        seed=job["seed"],
+    )
     fit_seconds = time.perf_counter() - start
     history = result.history.history
-    return {"epoch_seconds": history["seconds"], "fit_seconds": fit_seconds,
-            "train_loss": history["loss"][-1], "val_loss": history["val_loss"][-1]}
+    return {
+        "epoch_seconds": history["seconds"],
+        "fit_seconds": fit_seconds,
+        "train_loss": history["loss"][-1],
+        "val_loss": history["val_loss"][-1],
+    }
 
 
 if __name__ == "__main__":

@@ -27,7 +27,8 @@ class Net(nn.Module):
         widths = [spec["embed_dim"]] + [units for _, units in spec["layers"]]
         self.rnns = nn.ModuleList(
             RNNS[kind](width, units, batch_first=True)
-            for (kind, units), width in zip(spec["layers"], widths[:-1], strict=True))
+            for (kind, units), width in zip(spec["layers"], widths[:-1], strict=True)
+        )
         self.dense = nn.Linear(widths[-1], spec["num_classes"])
 
     def forward(self, ids):
@@ -49,8 +50,9 @@ def train(job: dict, arrays: dict) -> dict:
     model = Net(spec)
     # torch adds eps outside the square root (Keras: inside); the same work per step, and
     # this is a speed benchmark.
-    optimizer = torch.optim.RMSprop(model.parameters(), lr=job["learning_rate"], alpha=RHO,
-                                    eps=EPSILON)
+    optimizer = torch.optim.RMSprop(
+        model.parameters(), lr=job["learning_rate"], alpha=RHO, eps=EPSILON
+    )
     criterion = nn.BCEWithLogitsLoss() if binary else nn.CrossEntropyLoss()
 
     def tensors(x, y):
@@ -87,9 +89,13 @@ def train(job: dict, arrays: dict) -> dict:
                 total += loss_of(ids, labels).item() * len(ids)
         val_loss = total / len(x_val)
         epoch_seconds.append(time.perf_counter() - start)
-    return {"epoch_seconds": epoch_seconds, "fit_seconds": time.perf_counter() - fit_start,
-            "train_loss": train_loss, "val_loss": val_loss,
-            "options": {"threads": torch.get_num_threads()}}
+    return {
+        "epoch_seconds": epoch_seconds,
+        "fit_seconds": time.perf_counter() - fit_start,
+        "train_loss": train_loss,
+        "val_loss": val_loss,
+        "options": {"threads": torch.get_num_threads()},
+    }
 
 
 if __name__ == "__main__":
