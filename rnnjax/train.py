@@ -42,8 +42,7 @@ class LoopState:
     """Where ``fit`` is, besides the ``TrainState``: what a resumed run needs to continue exactly.
 
     ``epoch`` is the epoch in progress (0-based) and ``step`` how many of its steps are done
-    (non-zero
-    only after an interrupt in per-step mode), with ``totals`` their metric sums.
+    (non-zero only after an interrupt in per-step mode), with ``totals`` their metric sums.
     """
 
     epoch: int = 0
