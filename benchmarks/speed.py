@@ -69,18 +69,26 @@ MODELS = {
 
 @dataclasses.dataclass(frozen=True)
 class Framework:
-    """A worker script and the environment it runs in; ``flag`` names the interpreter option."""
+    """A worker script, the environment it runs in and its job options; ``flag`` names the
+    interpreter option."""
 
     worker: str
     flag: str
     env: dict[str, str]
+    options: dict = dataclasses.field(default_factory=dict)
 
 
 # Every run is on the CPU, the machine the issue measures. rnnjax's worker imports rnnjax from
 # this checkout, not from whatever its interpreter has installed.
 CPU = {"JAX_PLATFORMS": "cpu", "CUDA_VISIBLE_DEVICES": ""}
 FRAMEWORKS = {
-    "rnnjax": Framework("rnnjax_worker.py", "rnnjax_python", CPU | {"PYTHONPATH": REPO}),
+    "rnnjax": Framework(
+        "rnnjax_worker.py", "rnnjax_python", CPU | {"PYTHONPATH": REPO}, {"implementation": "auto"}
+    ),
+    # rnnjax without the fused CPU kernels: its scan path, for the kernels' own speed-up.
+    "rnnjax-scan": Framework(
+        "rnnjax_worker.py", "rnnjax_python", CPU | {"PYTHONPATH": REPO}, {"implementation": "scan"}
+    ),
     "flax": Framework("flax_worker.py", "rnnjax_python", CPU),
     "keras-jax": Framework("keras_worker.py", "keras_jax_python", CPU | {"KERAS_BACKEND": "jax"}),
     "keras-tf": Framework(
@@ -285,8 +293,9 @@ def main(argv: list[str]) -> None:
             for name, found in frameworks.items():
                 if "skipped" in found:
                     continue
-                options = {
+                options = FRAMEWORKS[name].options | {
                     "rnnjax": {"hoist": args.rnnjax_hoist == "true"},
+                    "rnnjax-scan": {"hoist": args.rnnjax_hoist == "true"},
                     "torch": {"threads": args.torch_threads},
                 }.get(name, {})
                 job = {

@@ -10,9 +10,11 @@ from collections.abc import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from rnnjax import fused
 from rnnjax.cells import Array, Carry, RecurrentCell
 
 MERGE_MODES = ("concat", "sum", "mul", "ave", None)
+IMPLEMENTATIONS = ("auto", "scan", "fused")
 
 
 def padding_mask(ids: Array, padding_id: int = 0) -> Array:
@@ -43,7 +45,12 @@ class RNN(nn.Module):
       unroll: timesteps unrolled per loop iteration (``True`` unrolls the whole sequence).
       hoist_input_projection: compute ``x @ kernel`` for all timesteps in one matmul before the
         time loop (True) or inside it, one step at a time (False). Same values either way; which
-        is faster depends on the backend and sizes.
+        is faster depends on the backend and sizes. Scan only.
+      implementation: how the time loop runs. 'scan': ``flax.linen.scan`` of the cell, on any
+        backend. 'fused': one C++ kernel per sequence on XLA:CPU (``rnnjax.fused``; LSTM and
+        ``GRU(reset_after=True)`` with Keras' default activations, float32, no padding mask or
+        recurrent dropout); an error where it cannot run. 'auto' (default): 'fused' where it can
+        run, else 'scan'. Same values either way, to float32 rounding.
     """
 
     cell: RecurrentCell
@@ -52,6 +59,7 @@ class RNN(nn.Module):
     go_backwards: bool = False
     unroll: int | bool = 1
     hoist_input_projection: bool = True
+    implementation: str = "auto"
 
     @nn.compact
     def __call__(
@@ -101,6 +109,10 @@ class RNN(nn.Module):
         if self.go_backwards:
             inputs = jnp.flip(inputs, axis=1)
             mask = None if mask is None else jnp.flip(mask, axis=1)
+        if self._runs_fused(inputs, mask, recurrent_masks is not None):
+            carry, outputs = fused.run(cell, cell.project(inputs, input_masks), carry)
+            output = outputs if self.return_sequences else carry[0]
+            return (output, *carry) if self.return_state else output
         if self.hoist_input_projection:
             xs = cell.project(inputs, input_masks)
         else:
@@ -131,6 +143,20 @@ class RNN(nn.Module):
         carry, outputs = scan(cell, carry, (xs, mask), (input_masks, recurrent_masks))
         output = outputs if self.return_sequences else carry[0]
         return (output, *carry) if self.return_state else output
+
+    def _runs_fused(self, inputs: Array, mask: Array | None, recurrent_dropout: bool) -> bool:
+        if self.implementation not in IMPLEMENTATIONS:
+            raise ValueError(
+                f"implementation must be one of {IMPLEMENTATIONS}, got {self.implementation!r}"
+            )
+        if self.implementation == "scan":
+            return False
+        # Check the layer first: a layer the kernels cannot run never triggers their build.
+        reason = fused.unsupported(self.cell, inputs, mask, recurrent_dropout)
+        reason = reason or fused.unavailable_reason()
+        if reason is not None and self.implementation == "fused":
+            raise ValueError(f"implementation='fused' cannot run this layer: {reason}; use 'auto'")
+        return reason is None
 
 
 class Bidirectional(nn.Module):

@@ -151,10 +151,12 @@ class Classifier(nn.Module):
     Attributes:
       config: the model as data.
       hoist_input_projection: passed to every ``RNN`` (an implementation choice, same values).
+      implementation: passed to every ``RNN``: 'auto', 'scan' or 'fused'.
     """
 
     config: ModelConfig
     hoist_input_projection: bool = True
+    implementation: str = "auto"
 
     @nn.compact
     def __call__(self, ids: Array, training: bool = False) -> Array:
@@ -175,6 +177,7 @@ class Classifier(nn.Module):
                 go_backwards=spec.go_backwards,
                 unroll=spec.unroll,
                 hoist_input_projection=self.hoist_input_projection,
+                implementation=self.implementation,
                 name=None if spec.bidirectional else name,
             )
             if spec.bidirectional:

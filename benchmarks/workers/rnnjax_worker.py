@@ -1,8 +1,9 @@
 """rnnjax under the speed benchmark: ``TrainState`` + ``rmsprop`` + ``rnnjax.train.fit``.
 
 Epoch seconds are ``fit``'s own per-epoch ``seconds`` log (the training epoch as one compiled
-``lax.scan`` plus validation, until the metrics are on the host). Option ``hoist`` (bool) is
-``Classifier(hoist_input_projection=...)``. See ``common`` for the job.
+``lax.scan`` plus validation, until the metrics are on the host). Options ``implementation``
+('auto', 'scan' or 'fused') and ``hoist`` (bool) are ``Classifier(implementation=...,
+hoist_input_projection=...)``. See ``common`` for the job.
 """
 
 import time
@@ -11,7 +12,7 @@ import jax
 from common import EPSILON, RHO, run_worker
 
 import rnnjax
-from rnnjax import Classifier, LayerSpec, ModelConfig, TrainState, fit, init_params, rmsprop
+from rnnjax import Classifier, LayerSpec, ModelConfig, TrainState, fit, fused, init_params, rmsprop
 
 
 def versions() -> dict:
@@ -19,6 +20,7 @@ def versions() -> dict:
         "rnnjax": rnnjax.__version__,
         "jax": jax.__version__,
         "device": jax.devices()[0].device_kind,
+        "fused_kernels": fused.unavailable_reason() or "available",
     }
 
 
@@ -30,7 +32,12 @@ def train(job: dict, arrays: dict) -> dict:
         tuple(LayerSpec(kind, units) for kind, units in spec["layers"]),
         num_classes=spec["num_classes"],
     )
-    model = Classifier(config, hoist_input_projection=job["options"].get("hoist", True))
+    options = job["options"]
+    model = Classifier(
+        config,
+        hoist_input_projection=options.get("hoist", True),
+        implementation=options.get("implementation", "auto"),
+    )
     state = TrainState.create(
         model=model,
         params=init_params(config, jax.random.key(job["seed"])),
