@@ -74,7 +74,7 @@ def _build() -> Path:
     compiler = os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++")
     if compiler is None:
         raise RuntimeError("no C++ compiler found (set CXX or install g++ or clang++)")
-    base_flags = ["-std=c++17", "-O3", "-shared", "-fPIC", "-w"]
+    base_flags = ["-std=c++17", "-O3", "-fopenmp-simd", "-shared", "-fPIC", "-w"]
     key = hashlib.sha256(
         b"\0".join(
             s.encode()

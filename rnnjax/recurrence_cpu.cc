@@ -71,15 +71,18 @@ struct GateActivations {
   RNNJAX_INLINE void Apply(float* __restrict z, int64_t width) const {
     const float* __restrict k = scale.data();
     const float* __restrict o = offset.data();
+    #pragma omp simd
     for (int64_t j = 0; j < width; ++j) z[j] = k[j] / (1.0f + Exp(-k[j] * z[j])) + o[j];
   }
 };
 
 RNNJAX_INLINE void SigmoidInPlace(float* __restrict v, int64_t n) {
+  #pragma omp simd
   for (int64_t j = 0; j < n; ++j) v[j] = Sigmoid(v[j]);
 }
 
 RNNJAX_INLINE void TanhInPlace(float* __restrict v, int64_t n) {
+  #pragma omp simd
   for (int64_t j = 0; j < n; ++j) v[j] = Tanh(v[j]);
 }
 
@@ -95,6 +98,7 @@ RNNJAX_INLINE void RowTimesMatrix(const float* __restrict h, const float* __rest
   for (int64_t k = 0; k < units; ++k) {
     const float hk = h[k];
     const float* row = matrix + k * width;
+    #pragma omp simd
     for (int64_t j = 0; j < width; ++j) out[j] += hk * row[j];
   }
 }
@@ -106,6 +110,7 @@ RNNJAX_INLINE void RowTimesTransposed(const float* __restrict d,
   for (int64_t j = 0; j < width; ++j) {
     const float dj = d[j];
     const float* row = transposed + j * units;
+    #pragma omp simd
     for (int64_t k = 0; k < units; ++k) out[k] += dj * row[k];
   }
 }
@@ -202,11 +207,14 @@ ffi::Error LstmForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> xw, ffi::Buff
           float* __restrict c_out = cs->typed_data() + step * units;
           float* __restrict tc_out = tanh_cs->typed_data() + step * units;
           float* __restrict h_out = hs->typed_data() + step * units;
+          #pragma omp simd
           for (int64_t u = 0; u < units; ++u) {
             c[u] = a[units + u] * c[u] + a[u] * a[2 * units + u];
             c_out[u] = c[u];
           }
+          #pragma omp simd
           for (int64_t u = 0; u < units; ++u) tc_out[u] = Tanh(c[u]);
+          #pragma omp simd
           for (int64_t u = 0; u < units; ++u) {
             h[u] = a[3 * units + u] * tc_out[u];
             h_out[u] = h[u];
@@ -246,6 +254,7 @@ ffi::Error LstmBackward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> dhs,
               t > 0 ? cs.typed_data() + (step - 1) * units : c0.typed_data() + b * units;
           const float* dh_out = dhs.typed_data() + step * units;
           float* __restrict d = dz->typed_data() + step * width;
+          #pragma omp simd
           for (int64_t u = 0; u < units; ++u) {
             const float i = a[u], f = a[units + u], g = a[2 * units + u], o = a[3 * units + u];
             const float dh_u = dh[u] + dh_out[u];
@@ -293,14 +302,17 @@ ffi::Error GruForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> xw, ffi::Buffe
           const float* x = xw.typed_data() + step * width;
           float* __restrict a = gates->typed_data() + step * width;
           RowTimesMatrix(h, r.typed_data(), recurrent_bias.typed_data(), units, width, hr.data());
+          #pragma omp simd
           for (int64_t j = 0; j < 2 * units; ++j) a[j] = x[j] + hr[j];
           SigmoidInPlace(a, 2 * units);
+          #pragma omp simd
           for (int64_t u = 0; u < units; ++u) {
             a[2 * units + u] = x[2 * units + u] + a[units + u] * hr[2 * units + u];
           }
           TanhInPlace(a + 2 * units, units);
           std::copy_n(hr.data() + 2 * units, units, hr_candidate->typed_data() + step * units);
           float* __restrict h_out = hs->typed_data() + step * units;
+          #pragma omp simd
           for (int64_t u = 0; u < units; ++u) {
             const float z = a[u];
             h[u] = z * h[u] + (1.0f - z) * a[2 * units + u];
@@ -338,6 +350,7 @@ ffi::Error GruBackward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> dhs,
           const float* dh_out = dhs.typed_data() + step * units;
           float* __restrict dx = dxw->typed_data() + step * width;
           float* __restrict dr = dhr->typed_data() + step * width;
+          #pragma omp simd
           for (int64_t u = 0; u < units; ++u) {
             const float z = a[u], reset = a[units + u], hh = a[2 * units + u];
             const float dh_u = dh[u] + dh_out[u];
