@@ -7,6 +7,7 @@ loop (``fit``, ``evaluate``, ``predict``) and ``experiment`` turns a config into
 """
 
 from rnnjax import data as data
+from rnnjax import fused as fused
 from rnnjax.batches import batch_indices as batch_indices
 from rnnjax.batches import iterate_batches as iterate_batches
 from rnnjax.cells import GRUCell as GRUCell

@@ -113,14 +113,19 @@ def _numbered(arrays: dict[str, np.ndarray], prefix: str) -> list[np.ndarray]:
     return [arrays[key] for key in keys]
 
 
-def _run_classifier(case: dict, arrays: dict, weights: list[np.ndarray]) -> list[jax.Array]:
+def _run_classifier(
+    case: dict, arrays: dict, weights: list[np.ndarray], implementation: str
+) -> list[jax.Array]:
     """Logits ``[B, C]`` of ``Classifier`` on the case's ids, as a one-element list."""
     config = ModelConfig.from_dict(case["config"])
     params = params_from_keras(config, weights)
-    return [Classifier(config).apply({"params": params}, jnp.asarray(arrays["inputs"]))]
+    model = Classifier(config, implementation=implementation)
+    return [model.apply({"params": params}, jnp.asarray(arrays["inputs"]))]
 
 
-def _run_layer(case: dict, arrays: dict, weights: list[np.ndarray]) -> list[jax.Array]:
+def _run_layer(
+    case: dict, arrays: dict, weights: list[np.ndarray], implementation: str
+) -> list[jax.Array]:
     """``[output [B, T, U'], *states [B, U]]`` of one ``RNN`` (or ``Bidirectional``) on floats."""
     spec = LayerSpec(**case["layer"])
     layer = RNN(
@@ -128,6 +133,7 @@ def _run_layer(case: dict, arrays: dict, weights: list[np.ndarray]) -> list[jax.
         return_sequences=case["return_sequences"],
         return_state=case["return_state"],
         go_backwards=spec.go_backwards,
+        implementation=implementation,
     )
     directions = ["forward", "backward"] if spec.bidirectional else [None]
     if spec.bidirectional:
@@ -146,7 +152,9 @@ def _run_layer(case: dict, arrays: dict, weights: list[np.ndarray]) -> list[jax.
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(CASES))
-def test_outputs_equal_keras(name, reference, record_property):
+# 'auto' runs the fused CPU kernels wherever they apply, 'scan' never does.
+@pytest.mark.parametrize("implementation", ["auto", "scan"])
+def test_outputs_equal_keras(implementation, name, reference, record_property):
     out_dir, manifest = reference
     case = manifest["cases"][name]
     with np.load(out_dir / f"{name}.npz") as archive:
@@ -156,7 +164,7 @@ def test_outputs_equal_keras(name, reference, record_property):
     run = _run_classifier if case["model"] == "classifier" else _run_layer
     # Full float32 matmuls, as Keras ran them on CPU (an accelerator's default may be TF32).
     with jax.default_matmul_precision("float32"):
-        actual = run(case, arrays, weights)
+        actual = run(case, arrays, weights, implementation)
 
     assert len(actual) == len(expected), f"{name}: {len(actual)} outputs, Keras has {len(expected)}"
     diffs = []

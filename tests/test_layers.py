@@ -53,11 +53,16 @@ def _reference(kind, params, x, **kw):
     return outputs, (h,)
 
 
-@pytest.mark.parametrize("hoist", [True, False], ids=["hoisted", "per_step"])
+# 'auto' is the fused CPU kernel where it applies (LSTM and GRU without a mask), else the scan.
+PATHS = {"auto": ("auto", True), "scan_hoisted": ("scan", True), "scan_per_step": ("scan", False)}
+
+
+@pytest.mark.parametrize("path", list(PATHS))
 @pytest.mark.parametrize("padding", [None, "pre", "post"])
 @pytest.mark.parametrize("go_backwards", [False, True], ids=["forward", "backwards"])
 @pytest.mark.parametrize("kind", list(CELLS))
-def test_sequence_matches_numpy_keras(kind, go_backwards, padding, hoist, rng):
+def test_sequence_matches_numpy_keras(kind, go_backwards, padding, path, rng):
+    implementation, hoist = PATHS[path]
     x = _inputs(rng)
     mask = None if padding is None else jnp.asarray(_mask(padding))
     layer = RNN(
@@ -66,6 +71,7 @@ def test_sequence_matches_numpy_keras(kind, go_backwards, padding, hoist, rng):
         return_state=True,
         go_backwards=go_backwards,
         hoist_input_projection=hoist,
+        implementation=implementation,
     )
     variables = _random_params(layer.init(jax.random.key(0), x, mask), rng)
     outputs, *states = layer.apply(variables, x, mask)
@@ -78,7 +84,12 @@ def test_sequence_matches_numpy_keras(kind, go_backwards, padding, hoist, rng):
     )
     np.testing.assert_allclose(outputs, expected_outputs, atol=1e-5)
     chex.assert_trees_all_close(tuple(states), expected_states, atol=1e-5)
-    last = RNN(CELLS[kind](), go_backwards=go_backwards, hoist_input_projection=hoist)
+    last = RNN(
+        CELLS[kind](),
+        go_backwards=go_backwards,
+        hoist_input_projection=hoist,
+        implementation=implementation,
+    )
     np.testing.assert_allclose(last.apply(variables, x, mask), expected_outputs[:, -1], atol=1e-5)
 
 
