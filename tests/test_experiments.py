@@ -172,9 +172,23 @@ def test_two_epochs_through_the_cli(imdb_data_dir, tmp_path):
     env = dict(os.environ, RNNJAX_CACHE_DIR=str(tmp_path / "cache"), PYTHONPATH=REPO)
     workdir = tmp_path / "run"
     completed = subprocess.run(
-        [sys.executable, "-m", "experiments.imdb_lstm", "--epochs", "2", "--workdir",
-         str(workdir), "--data-dir", str(imdb_data_dir)],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+        [
+            sys.executable,
+            "-m",
+            "experiments.imdb_lstm",
+            "--epochs",
+            "2",
+            "--workdir",
+            str(workdir),
+            "--data-dir",
+            str(imdb_data_dir),
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert completed.returncode == 0, completed.stderr
     lines = completed.stdout.splitlines()
     assert lines[0] == "Epoch 1/2" and "Epoch 2/2" in lines
@@ -182,7 +196,8 @@ def test_two_epochs_through_the_cli(imdb_data_dir, tmp_path):
     progress = [line for line in lines if line.startswith("1/1 ━━━━━━━━━━━━━━━━━━━━ ")]
     assert len(progress) == 2
     assert " - accuracy: " in progress[0] and progress[0].index("accuracy") < progress[0].index(
-        " loss") < progress[0].index("val_accuracy") < progress[0].index("val_loss")
+        " loss"
+    ) < progress[0].index("val_accuracy") < progress[0].index("val_loss")
     assert lines[-1].startswith("test_loss: ") and str(workdir) in lines[-1]
     assert OUTPUTS <= set(os.listdir(workdir))
     metrics = json.loads((workdir / "metrics.json").read_text())
