@@ -30,6 +30,7 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+from jax.sharding import PartitionSpec
 
 from rnnjax.cells import Array, Carry, GRUCell, LSTMCell, RecurrentCell
 
@@ -273,18 +274,44 @@ def unsupported(cell: RecurrentCell, inputs: Array, mask: Array | None, recurren
     return None
 
 
+def _per_batch_shard(fn, batch_size: int, num_batched: int, num_weights: int):
+    """``fn`` run on each device's rows when a data-parallel mesh is in context
+    (``jax.sharding.use_abstract_mesh``, which ``rnnjax.steps`` sets for a sharded epoch);
+    otherwise ``fn`` itself. Without this, XLA would gather the whole batch onto every device
+    for the custom call and run the recurrence replicated."""
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty or mesh.size == 1 or batch_size % mesh.size:
+        return fn
+    rows = PartitionSpec(mesh.axis_names)
+    return jax.shard_map(
+        fn,
+        mesh=mesh,
+        in_specs=(rows,) * num_batched + (PartitionSpec(),) * num_weights,
+        out_specs=rows,
+        # The custom calls' outputs carry no varying-axis types, so skip that check.
+        check_vma=False,
+    )
+
+
 def run(cell: RecurrentCell, xw: Array, carry: Carry) -> tuple[Carry, Array]:
     """Runs a bound ``LSTMCell``/``GRUCell``'s recurrence over ``xw [B, T, G*U]`` (its
     ``project`` output) from ``carry``; returns ``(final carry, outputs [B, T, U])``."""
     recurrent_kernel = cell.get_variable("params", "recurrent_kernel")
+    batch_size = xw.shape[0]
     if isinstance(cell, LSTMCell):
-        h0, c0 = carry
-        hs, c_last = lstm_sequence(xw, recurrent_kernel, h0, c0)
+
+        def lstm(xw, h0, c0, recurrent_kernel):
+            return lstm_sequence(xw, recurrent_kernel, h0, c0)
+
+        hs, c_last = _per_batch_shard(lstm, batch_size, 3, 1)(xw, *carry, recurrent_kernel)
         return (hs[:, -1], c_last), hs
-    (h0,) = carry
     if cell.use_bias:
         recurrent_bias = cell.get_variable("params", "bias")[1]
     else:
         recurrent_bias = jnp.zeros(recurrent_kernel.shape[-1], xw.dtype)
-    hs = gru_sequence(xw, recurrent_kernel, recurrent_bias, h0)
+
+    def gru(xw, h0, recurrent_kernel, recurrent_bias):
+        return gru_sequence(xw, recurrent_kernel, recurrent_bias, h0)
+
+    hs = _per_batch_shard(gru, batch_size, 2, 2)(xw, *carry, recurrent_kernel, recurrent_bias)
     return (hs[:, -1],), hs

@@ -9,6 +9,8 @@ compiled shape and every mean is Keras' mean over the real examples.
 
 from __future__ import annotations
 
+import contextlib
+
 import jax
 import jax.numpy as jnp
 
@@ -63,6 +65,14 @@ def make_batch(
     return batch if sharding is None else jax.lax.with_sharding_constraint(batch, sharding)
 
 
+def mesh_context(sharding: jax.sharding.Sharding | None):
+    """The data-parallel mesh as the context mesh while tracing a sharded step, so the fused CPU
+    kernels (``rnnjax.fused``) run on each device's rows; a no-op for one device."""
+    if isinstance(sharding, jax.sharding.NamedSharding):
+        return jax.sharding.use_abstract_mesh(sharding.mesh.abstract_mesh)
+    return contextlib.nullcontext()
+
+
 def step_rng(state: TrainState) -> jax.Array:
     """The dropout key of the state's next step."""
     return jax.random.fold_in(state.rng, state.step)
@@ -95,7 +105,10 @@ def train_epoch(
         state, metrics = train_step(state, batch, step_rng(state))
         return (state, totals.merge(metrics)), metrics.loss_sum / jnp.maximum(metrics.count, 1.0)
 
-    (state, totals), step_losses = jax.lax.scan(body, (state, Metrics.zeros()), (indices, weights))
+    with mesh_context(sharding):
+        (state, totals), step_losses = jax.lax.scan(
+            body, (state, Metrics.zeros()), (indices, weights)
+        )
     return state, totals, step_losses
 
 
@@ -111,7 +124,8 @@ def evaluate_epoch(
     def body(totals, step_inputs):
         return totals.merge(eval_step(state, make_batch(data, *step_inputs, sharding))), None
 
-    totals, _ = jax.lax.scan(body, Metrics.zeros(), (indices, weights))
+    with mesh_context(sharding):
+        totals, _ = jax.lax.scan(body, Metrics.zeros(), (indices, weights))
     return totals
 
 

@@ -108,7 +108,8 @@ def _run_per_step(
     step = first_step
     while step < indices.shape[0]:
         batch = _make_batch(data, indices[step], weights[step], sharding)
-        state, metrics = _train_step(state, batch, steps.step_rng(state))
+        with steps.mesh_context(sharding):
+            state, metrics = _train_step(state, batch, steps.step_rng(state))
         totals = totals.merge(metrics)
         step += 1
         step_losses.append(float(metrics.loss_sum / jnp.maximum(metrics.count, 1.0)))
