@@ -131,8 +131,9 @@ def _call(target: str, results: list[tuple[tuple[int, ...], jnp.dtype]], *args: 
     if (reason := _load()) is not None:
         raise RuntimeError(reason)
     shapes = [jax.ShapeDtypeStruct(shape, dtype) for shape, dtype in results]
-    # Under vmap (K models at once) the kernel runs once per model.
-    return jax.ffi.ffi_call(target, shapes, vmap_method="sequential")(*args)
+    # Under vmap (K models at once) every operand gets the same leading axes and one kernel call
+    # runs all K models' rows, each row with its own model's weights.
+    return jax.ffi.ffi_call(target, shapes, vmap_method="broadcast_all")(*args)
 
 
 def _previous(h0: Array, hs: Array) -> Array:

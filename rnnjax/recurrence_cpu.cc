@@ -129,10 +129,26 @@ void WithUnits(int64_t units, Body&& body) {
   }
 }
 
-std::vector<float> Transpose(const float* matrix, int64_t rows, int64_t cols) {
-  std::vector<float> out(rows * cols);
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t c = 0; c < cols; ++c) out[c * rows + r] = matrix[r * cols + c];
+// Under jax.vmap (K models at once) every operand gains the same leading axes, so a buffer is
+// [..., B, T, G] and the weights [..., U, G]: the kernels see leading-axes x B rows, and row b
+// uses the weights of model b / (rows per model).
+template <typename Dims>
+int64_t Product(const Dims& dims, size_t trailing) {
+  int64_t product = 1;
+  for (size_t i = 0; i + trailing < dims.size(); ++i) product *= dims[i];
+  return product;
+}
+
+// Each of `count` [rows, cols] matrices transposed to [cols, rows], in place order.
+std::vector<float> TransposeEach(const float* matrices, int64_t count, int64_t rows,
+                                 int64_t cols) {
+  std::vector<float> out(count * rows * cols);
+  for (int64_t m = 0; m < count; ++m) {
+    const float* in = matrices + m * rows * cols;
+    float* to = out.data() + m * rows * cols;
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t c = 0; c < cols; ++c) to[c * rows + r] = in[r * cols + c];
+  }
   return out;
 }
 
@@ -180,12 +196,13 @@ ffi::Error LstmForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> xw, ffi::Buff
                        ffi::ResultBuffer<ffi::F32> hs, ffi::ResultBuffer<ffi::F32> cs,
                        ffi::ResultBuffer<ffi::F32> gates, ffi::ResultBuffer<ffi::F32> tanh_cs) {
   const auto dims = xw.dimensions();
-  if (dims.size() != 3 || dims[2] % 4 != 0) {
+  if (dims.size() < 3 || dims.back() % 4 != 0) {
     return ffi::Error::InvalidArgument("lstm forward: xw must be [batch, time, 4 * units]");
   }
-  const int64_t batch = dims[0], time = dims[1], runtime_units = dims[2] / 4;
+  const int64_t batch = Product(dims, 2), time = dims[dims.size() - 2];
+  const int64_t runtime_units = dims.back() / 4;
+  const int64_t rows_per_model = batch / Product(r.dimensions(), 2);
   const float* xw_data = xw.typed_data();
-  const float* kernel = r.typed_data();
   ForEachRowChunk(pool, batch, [&](int64_t first, int64_t end) {
     WithUnits(runtime_units, [&](auto units_constant) {
       const int64_t units = units_constant, width = 4 * units;
@@ -202,6 +219,7 @@ ffi::Error LstmForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> xw, ffi::Buff
           float* __restrict c = c_rows.data() + (b - first) * units;
           const int64_t step = b * time + t;
           float* a = gates->typed_data() + step * width;
+          const float* kernel = r.typed_data() + (b / rows_per_model) * units * width;
           RowTimesMatrix(h, kernel, xw_data + step * width, units, width, a);
           activations.Apply(a, width);
           float* __restrict c_out = cs->typed_data() + step * units;
@@ -235,8 +253,11 @@ ffi::Error LstmBackward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> dhs,
                         ffi::ResultBuffer<ffi::F32> dz, ffi::ResultBuffer<ffi::F32> dh0,
                         ffi::ResultBuffer<ffi::F32> dc0) {
   const auto dims = gates.dimensions();
-  const int64_t batch = dims[0], time = dims[1], runtime_units = dims[2] / 4;
-  const std::vector<float> r_t = Transpose(r.typed_data(), runtime_units, dims[2]);
+  const int64_t batch = Product(dims, 2), time = dims[dims.size() - 2];
+  const int64_t runtime_units = dims.back() / 4, models = Product(r.dimensions(), 2);
+  const int64_t rows_per_model = batch / models;
+  const std::vector<float> r_t =
+      TransposeEach(r.typed_data(), models, runtime_units, dims.back());
   ForEachRowChunk(pool, batch, [&](int64_t first, int64_t end) {
     WithUnits(runtime_units, [&](auto units_constant) {
       const int64_t units = units_constant, width = 4 * units;
@@ -266,7 +287,8 @@ ffi::Error LstmBackward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> dhs,
             dc[u] = dc_u * f;
           }
           std::fill(dh, dh + units, 0.0f);
-          RowTimesTransposed(d, r_t.data(), units, width, dh);
+          const float* kernel_t = r_t.data() + (b / rows_per_model) * units * width;
+          RowTimesTransposed(d, kernel_t, units, width, dh);
         }
       }
       std::copy_n(dh_rows.data(), rows * units, dh0->typed_data() + first * units);
@@ -285,10 +307,12 @@ ffi::Error GruForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> xw, ffi::Buffe
                       ffi::ResultBuffer<ffi::F32> hs, ffi::ResultBuffer<ffi::F32> gates,
                       ffi::ResultBuffer<ffi::F32> hr_candidate) {
   const auto dims = xw.dimensions();
-  if (dims.size() != 3 || dims[2] % 3 != 0) {
+  if (dims.size() < 3 || dims.back() % 3 != 0) {
     return ffi::Error::InvalidArgument("gru forward: xw must be [batch, time, 3 * units]");
   }
-  const int64_t batch = dims[0], time = dims[1], runtime_units = dims[2] / 3;
+  const int64_t batch = Product(dims, 2), time = dims[dims.size() - 2];
+  const int64_t runtime_units = dims.back() / 3;
+  const int64_t rows_per_model = batch / Product(r.dimensions(), 2);
   ForEachRowChunk(pool, batch, [&](int64_t first, int64_t end) {
     WithUnits(runtime_units, [&](auto units_constant) {
       const int64_t units = units_constant, width = 3 * units;
@@ -301,7 +325,9 @@ ffi::Error GruForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> xw, ffi::Buffe
           const int64_t step = b * time + t;
           const float* x = xw.typed_data() + step * width;
           float* __restrict a = gates->typed_data() + step * width;
-          RowTimesMatrix(h, r.typed_data(), recurrent_bias.typed_data(), units, width, hr.data());
+          const int64_t model = b / rows_per_model;
+          RowTimesMatrix(h, r.typed_data() + model * units * width,
+                         recurrent_bias.typed_data() + model * width, units, width, hr.data());
           #pragma omp simd
           for (int64_t j = 0; j < 2 * units; ++j) a[j] = x[j] + hr[j];
           SigmoidInPlace(a, 2 * units);
@@ -332,8 +358,11 @@ ffi::Error GruBackward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> dhs,
                        ffi::Buffer<ffi::F32> r, ffi::ResultBuffer<ffi::F32> dxw,
                        ffi::ResultBuffer<ffi::F32> dhr, ffi::ResultBuffer<ffi::F32> dh0) {
   const auto dims = gates.dimensions();
-  const int64_t batch = dims[0], time = dims[1], runtime_units = dims[2] / 3;
-  const std::vector<float> r_t = Transpose(r.typed_data(), runtime_units, dims[2]);
+  const int64_t batch = Product(dims, 2), time = dims[dims.size() - 2];
+  const int64_t runtime_units = dims.back() / 3, models = Product(r.dimensions(), 2);
+  const int64_t rows_per_model = batch / models;
+  const std::vector<float> r_t =
+      TransposeEach(r.typed_data(), models, runtime_units, dims.back());
   ForEachRowChunk(pool, batch, [&](int64_t first, int64_t end) {
     WithUnits(runtime_units, [&](auto units_constant) {
       const int64_t units = units_constant, width = 3 * units;
@@ -363,7 +392,8 @@ ffi::Error GruBackward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> dhs,
             dr[2 * units + u] = dcandidate * reset;
             dh[u] = dh_u * z;
           }
-          RowTimesTransposed(dr, r_t.data(), units, width, dh);
+          const float* kernel_t = r_t.data() + (b / rows_per_model) * units * width;
+          RowTimesTransposed(dr, kernel_t, units, width, dh);
         }
       }
       std::copy_n(dh_rows.data(), rows * units, dh0->typed_data() + first * units);

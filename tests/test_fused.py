@@ -1,6 +1,7 @@
 """The fused CPU kernels (``rnnjax.fused``) against the numpy Keras equations and the scan path:
 values, gradients, dropout, vmap, when 'auto' picks them, and the fallback without a compiler."""
 
+import itertools
 import os
 import subprocess
 import sys
@@ -126,15 +127,32 @@ def test_input_dropout_equals_the_scan_path(kind, rng):
 
 @pytest.mark.parametrize("kind", list(CELLS))
 def test_vmap_over_parameter_sets(kind, rng):
-    """K models at once (``--num-seeds``): the kernel runs once per model under vmap."""
+    """K models at once (``--num-seeds``): one kernel call runs every model's rows with that
+    model's weights; values and gradients equal each model run alone on the scan path, also for
+    two nested vmaps (a [2, 3] grid of models)."""
     x = jnp.asarray(rng.normal(size=(B, T, D)), jnp.float32)
-    layer = RNN(CELLS[kind](), return_sequences=True, implementation="fused")
-    stacked = jax.vmap(lambda key: layer.init(key, x))(jax.random.split(jax.random.key(0), 3))
-    batched = jax.vmap(lambda v: layer.apply(v, x))(stacked)
-    for k in range(3):
-        one = jax.tree.map(lambda a, k=k: a[k], stacked)
-        scan = RNN(CELLS[kind](), return_sequences=True, implementation="scan")
-        np.testing.assert_allclose(batched[k], scan.apply(one, x), atol=1e-5)
+    weights = jnp.asarray(rng.normal(size=(B, T, U)), jnp.float32)
+    fused_layer = RNN(CELLS[kind](), return_sequences=True, implementation="fused")
+    scan_layer = RNN(CELLS[kind](), return_sequences=True, implementation="scan")
+    keys = jax.random.split(jax.random.key(0), 6).reshape(2, 3)
+    grid = jax.vmap(jax.vmap(lambda key: fused_layer.init(key, x)))(keys)
+
+    def loss(layer):
+        return lambda variables: jnp.sum(layer.apply(variables, x) * weights)
+
+    value_and_grad = jax.jit(jax.vmap(jax.vmap(jax.value_and_grad(loss(fused_layer)))))
+    values, grads = value_and_grad(grid)
+    assert _custom_calls(jax.vmap(jax.vmap(jax.grad(loss(fused_layer)))), grid) == {
+        f"rnnjax_{kind}_forward",
+        f"rnnjax_{kind}_backward",
+    }
+    for i, j in itertools.product(range(2), range(3)):
+        one = jax.tree.map(lambda a, i=i, j=j: a[i, j], grid)
+        value, grad = jax.value_and_grad(loss(scan_layer))(one)
+        np.testing.assert_allclose(values[i, j], value, rtol=1e-5, atol=1e-5)
+        chex.assert_trees_all_close(
+            jax.tree.map(lambda a, i=i, j=j: a[i, j], grads), grad, atol=1e-5, rtol=1e-5
+        )
 
 
 def test_auto_picks_the_kernels_only_where_they_apply(rng):
