@@ -139,6 +139,25 @@ int64_t Product(const Dims& dims, size_t trailing) {
   return product;
 }
 
+// The sizes every kernel works with: `batch` rows (leading axes x batch), `time` steps, `units`
+// (the last axis is gates x units) and `models` weight sets, `rows_per_model` rows each.
+struct Geometry {
+  int64_t batch, time, units, models, rows_per_model;
+
+  template <typename Dims, typename WeightDims>
+  Geometry(const Dims& dims, const WeightDims& weight_dims, int64_t gates)
+      : batch(Product(dims, 2)),
+        time(dims[dims.size() - 2]),
+        units(dims.back() / gates),
+        models(Product(weight_dims, 2)),
+        rows_per_model(batch / models) {}
+};
+
+template <typename Dims>
+bool IsSequenceOfGates(const Dims& dims, int64_t gates) {
+  return dims.size() >= 3 && dims.back() % gates == 0;
+}
+
 // Each of `count` [rows, cols] matrices transposed to [cols, rows], in place order.
 std::vector<float> TransposeEach(const float* matrices, int64_t count, int64_t rows,
                                  int64_t cols) {
@@ -195,13 +214,12 @@ ffi::Error LstmForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> xw, ffi::Buff
                        ffi::Buffer<ffi::F32> h0, ffi::Buffer<ffi::F32> c0,
                        ffi::ResultBuffer<ffi::F32> hs, ffi::ResultBuffer<ffi::F32> cs,
                        ffi::ResultBuffer<ffi::F32> gates, ffi::ResultBuffer<ffi::F32> tanh_cs) {
-  const auto dims = xw.dimensions();
-  if (dims.size() < 3 || dims.back() % 4 != 0) {
+  if (!IsSequenceOfGates(xw.dimensions(), 4)) {
     return ffi::Error::InvalidArgument("lstm forward: xw must be [batch, time, 4 * units]");
   }
-  const int64_t batch = Product(dims, 2), time = dims[dims.size() - 2];
-  const int64_t runtime_units = dims.back() / 4;
-  const int64_t rows_per_model = batch / Product(r.dimensions(), 2);
+  const Geometry shape(xw.dimensions(), r.dimensions(), 4);
+  const int64_t batch = shape.batch, time = shape.time, runtime_units = shape.units;
+  const int64_t rows_per_model = shape.rows_per_model;
   const float* xw_data = xw.typed_data();
   ForEachRowChunk(pool, batch, [&](int64_t first, int64_t end) {
     WithUnits(runtime_units, [&](auto units_constant) {
@@ -252,12 +270,11 @@ ffi::Error LstmBackward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> dhs,
                         ffi::Buffer<ffi::F32> c0, ffi::Buffer<ffi::F32> r,
                         ffi::ResultBuffer<ffi::F32> dz, ffi::ResultBuffer<ffi::F32> dh0,
                         ffi::ResultBuffer<ffi::F32> dc0) {
-  const auto dims = gates.dimensions();
-  const int64_t batch = Product(dims, 2), time = dims[dims.size() - 2];
-  const int64_t runtime_units = dims.back() / 4, models = Product(r.dimensions(), 2);
-  const int64_t rows_per_model = batch / models;
+  const Geometry shape(gates.dimensions(), r.dimensions(), 4);
+  const int64_t batch = shape.batch, time = shape.time, runtime_units = shape.units;
+  const int64_t rows_per_model = shape.rows_per_model;
   const std::vector<float> r_t =
-      TransposeEach(r.typed_data(), models, runtime_units, dims.back());
+      TransposeEach(r.typed_data(), shape.models, runtime_units, 4 * runtime_units);
   ForEachRowChunk(pool, batch, [&](int64_t first, int64_t end) {
     WithUnits(runtime_units, [&](auto units_constant) {
       const int64_t units = units_constant, width = 4 * units;
@@ -306,13 +323,12 @@ ffi::Error GruForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> xw, ffi::Buffe
                       ffi::Buffer<ffi::F32> recurrent_bias, ffi::Buffer<ffi::F32> h0,
                       ffi::ResultBuffer<ffi::F32> hs, ffi::ResultBuffer<ffi::F32> gates,
                       ffi::ResultBuffer<ffi::F32> hr_candidate) {
-  const auto dims = xw.dimensions();
-  if (dims.size() < 3 || dims.back() % 3 != 0) {
+  if (!IsSequenceOfGates(xw.dimensions(), 3)) {
     return ffi::Error::InvalidArgument("gru forward: xw must be [batch, time, 3 * units]");
   }
-  const int64_t batch = Product(dims, 2), time = dims[dims.size() - 2];
-  const int64_t runtime_units = dims.back() / 3;
-  const int64_t rows_per_model = batch / Product(r.dimensions(), 2);
+  const Geometry shape(xw.dimensions(), r.dimensions(), 3);
+  const int64_t batch = shape.batch, time = shape.time, runtime_units = shape.units;
+  const int64_t rows_per_model = shape.rows_per_model;
   ForEachRowChunk(pool, batch, [&](int64_t first, int64_t end) {
     WithUnits(runtime_units, [&](auto units_constant) {
       const int64_t units = units_constant, width = 3 * units;
@@ -357,12 +373,11 @@ ffi::Error GruBackward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> dhs,
                        ffi::Buffer<ffi::F32> hs, ffi::Buffer<ffi::F32> h0,
                        ffi::Buffer<ffi::F32> r, ffi::ResultBuffer<ffi::F32> dxw,
                        ffi::ResultBuffer<ffi::F32> dhr, ffi::ResultBuffer<ffi::F32> dh0) {
-  const auto dims = gates.dimensions();
-  const int64_t batch = Product(dims, 2), time = dims[dims.size() - 2];
-  const int64_t runtime_units = dims.back() / 3, models = Product(r.dimensions(), 2);
-  const int64_t rows_per_model = batch / models;
+  const Geometry shape(gates.dimensions(), r.dimensions(), 3);
+  const int64_t batch = shape.batch, time = shape.time, runtime_units = shape.units;
+  const int64_t rows_per_model = shape.rows_per_model;
   const std::vector<float> r_t =
-      TransposeEach(r.typed_data(), models, runtime_units, dims.back());
+      TransposeEach(r.typed_data(), shape.models, runtime_units, 3 * runtime_units);
   ForEachRowChunk(pool, batch, [&](int64_t first, int64_t end) {
     WithUnits(runtime_units, [&](auto units_constant) {
       const int64_t units = units_constant, width = 3 * units;
