@@ -12,6 +12,7 @@ import signal
 import sys
 
 from rnnjax.experiment import Experiment, run, run_ensemble
+from rnnjax.layers import IMPLEMENTATIONS
 from rnnjax.summary import summary
 from rnnjax.workdir import default_workdir
 
@@ -79,6 +80,13 @@ def build_parser(experiment: Experiment) -> argparse.ArgumentParser:
         "--learning-rates",
         type=_floats,
         help="comma-separated learning rates: a grid, times --num-seeds",
+    )
+    parser.add_argument(
+        "--implementation",
+        choices=IMPLEMENTATIONS,
+        default="auto",
+        help="recurrent time loop: fused CPU kernels where they apply (auto, default), always "
+        "the flax scan, or the kernels or an error (fused)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress output")
     parser.add_argument("--summary", action="store_true", help="print the model summary and exit")
@@ -172,6 +180,7 @@ def main(experiment: Experiment, argv: list[str] | None = None) -> int:
                 data_dir=args.data_dir,
                 manual_dir=args.manual_dir,
                 quiet=args.quiet,
+                implementation=args.implementation,
             )
             print(
                 f"{len(metrics['models'])} models: val_accuracy "
@@ -193,6 +202,7 @@ def main(experiment: Experiment, argv: list[str] | None = None) -> int:
                 resume=args.resume,
                 should_stop=interrupt,
                 devices=args.devices,
+                implementation=args.implementation,
             )
         finally:
             signal.signal(signal.SIGINT, previous)

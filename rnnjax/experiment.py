@@ -160,13 +160,15 @@ def run(
     resume: bool = False,
     should_stop=lambda: False,
     devices: int | None = None,
+    implementation: str = "auto",
 ) -> dict | None:
     """Trains and evaluates ``experiment``, writing its outputs to ``workdir``.
 
     With ``resume``, continues from the latest checkpoint in ``workdir`` (which must hold the same
     experiment). ``should_stop`` is polled between steps/epochs (Ctrl-C); when it stops the run,
     the latest checkpoint is saved and None is returned. ``devices`` splits every batch over that
-    many devices (data parallelism; the result equals one device's).
+    many devices (data parallelism; the result equals one device's). ``implementation`` is every
+    recurrent layer's ('auto', 'scan' or 'fused'; see ``rnnjax.layers.RNN``).
 
     Returns:
       The final metrics (also ``workdir/metrics.json``), or None when interrupted.
@@ -176,9 +178,10 @@ def run(
     config_json = experiment.to_dict()
     if resume:
         _check_same_experiment(os.path.join(workdir, "config.json"), config_json)
-    splits = _prepare(experiment, workdir, data_dir, manual_dir)
     train = experiment.train
-    state = create_state(experiment, train.seed)
+    # Before anything is written: an implementation that cannot run fails here.
+    state = create_state(experiment, train.seed, implementation=implementation)
+    splits = _prepare(experiment, workdir, data_dir, manual_dir)
     early_stopping = _early_stopping(train)
     checkpoints = Checkpoints(
         os.path.join(workdir, "checkpoints"), train.monitor, early_stopping.direction
@@ -233,15 +236,20 @@ def run(
 
 
 def create_state(
-    experiment: Experiment, seed: int, learning_rate: float | None = None, injectable: bool = False
+    experiment: Experiment,
+    seed: int,
+    learning_rate: float | None = None,
+    injectable: bool = False,
+    implementation: str = "auto",
 ) -> TrainState:
     """The compiled-model state of ``experiment``: parameters from ``seed``'s init key, dropout
-    from its second key, the configured optimizer (at ``learning_rate`` when given)."""
+    from its second key, the configured optimizer (at ``learning_rate`` when given), recurrent
+    layers running ``implementation``."""
     train = experiment.train
     init_key, dropout_key = jax.random.split(jax.random.key(seed))
     return TrainState.create(
-        model=Classifier(experiment.model),
-        params=init_params(experiment.model, init_key),
+        model=Classifier(experiment.model, implementation=implementation),
+        params=init_params(experiment.model, init_key, implementation=implementation),
         tx=get_optimizer(
             train.optimizer, learning_rate or train.learning_rate, injectable=injectable
         ),
@@ -280,6 +288,7 @@ def run_ensemble(
     data_dir: str | None = None,
     manual_dir: str | None = None,
     quiet: bool = False,
+    implementation: str = "auto",
 ) -> dict:
     """Trains one model per (seed, learning rate) pair in one vmapped program.
 
@@ -289,9 +298,14 @@ def run_ensemble(
     started = time.perf_counter()
     learning_rates = list(learning_rates or [experiment.train.learning_rate])
     runs = [(seed, lr) for lr in learning_rates for seed in seeds]
-    splits = _prepare(experiment, workdir, data_dir, manual_dir)
     train = experiment.train
-    states = stack([create_state(experiment, seed, lr, injectable=True) for seed, lr in runs])
+    states = stack(
+        [
+            create_state(experiment, seed, lr, injectable=True, implementation=implementation)
+            for seed, lr in runs
+        ]
+    )
+    splits = _prepare(experiment, workdir, data_dir, manual_dir)
     steps_per_epoch = -(-len(splits.train[0]) // train.batch_size)
     result = fit_ensemble(
         states,

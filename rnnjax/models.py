@@ -197,10 +197,13 @@ def probabilities(logits: Array) -> Array:
     return jax.nn.sigmoid(logits) if logits.shape[-1] == 1 else jax.nn.softmax(logits, axis=-1)
 
 
-def init_params(config: ModelConfig, key: Array, seq_len: int = 1) -> dict:
-    """Fresh parameters for ``Classifier(config)`` (they do not depend on ``seq_len``)."""
+def init_params(
+    config: ModelConfig, key: Array, seq_len: int = 1, implementation: str = "auto"
+) -> dict:
+    """Fresh parameters for ``Classifier(config)`` (they depend on neither ``seq_len`` nor
+    ``implementation``; initialising through ``implementation`` checks that it can run)."""
     ids = jnp.zeros((1, seq_len), jnp.int32)
-    return Classifier(config).init(key, ids)["params"]
+    return Classifier(config, implementation=implementation).init(key, ids)["params"]
 
 
 def count_params(params) -> int:

@@ -1,5 +1,6 @@
 """The experiments' command line: listing, --summary, and one-line errors with exit status 2."""
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -71,6 +72,7 @@ def test_recipes_differ_in_a_few_fields():
         (["--epochs", "ten"], "argument --epochs: invalid int value: 'ten'"),
         (["--bogus"], "unrecognized arguments: --bogus"),
         (["--resume"], "--resume needs the --workdir"),
+        (["--implementation", "cudnn"], "argument --implementation: invalid choice: 'cudnn'"),
     ],
 )
 def test_bad_flags_exit_2_with_one_line(argv, message, capsys, tmp_path, monkeypatch):
@@ -79,6 +81,21 @@ def test_bad_flags_exit_2_with_one_line(argv, message, capsys, tmp_path, monkeyp
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err and "Traceback" not in err
     assert os.listdir(tmp_path) == []  # nothing written
+
+
+def test_fused_where_it_cannot_run_exits_2_before_writing(tmp_path, capsys):
+    """A masked model cannot run the fused kernels: the CLI says so before touching the data."""
+    experiment = _experiment("imdb_lstm")
+    masked = dataclasses.replace(
+        experiment, model=dataclasses.replace(experiment.model, mask_zero=True)
+    )
+    workdir = tmp_path / "run"
+    argv = ["--implementation", "fused", "--workdir", str(workdir), "--data-dir", str(tmp_path)]
+    assert main(masked, argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "implementation='fused' cannot run" in err
+    assert "padding mask" in err
+    assert not workdir.exists() or not any(workdir.iterdir())
 
 
 def test_non_empty_workdir_is_refused(tmp_path, capsys):
