@@ -275,11 +275,12 @@ def unsupported(cell: RecurrentCell, inputs: Array, mask: Array | None, recurren
     return None
 
 
-def _per_batch_shard(fn, batch_size: int, num_batched: int, num_weights: int):
+def _per_batch_shard(fn, batch_size: int, batched: tuple[bool, ...]):
     """``fn`` run on each device's rows when a data-parallel mesh is in context
     (``jax.sharding.use_abstract_mesh``, which ``rnnjax.steps`` sets for a sharded epoch);
-    otherwise ``fn`` itself. Without this, XLA would gather the whole batch onto every device
-    for the custom call and run the recurrence replicated."""
+    otherwise ``fn`` itself. ``batched`` says which arguments have the batch axis first (the
+    others, weights, are replicated). Without this, XLA would gather the whole batch onto every
+    device for the custom call and run the recurrence replicated."""
     mesh = jax.sharding.get_abstract_mesh()
     if mesh.empty or mesh.size == 1 or batch_size % mesh.size:
         return fn
@@ -287,7 +288,7 @@ def _per_batch_shard(fn, batch_size: int, num_batched: int, num_weights: int):
     return jax.shard_map(
         fn,
         mesh=mesh,
-        in_specs=(rows,) * num_batched + (PartitionSpec(),) * num_weights,
+        in_specs=tuple(rows if has_rows else PartitionSpec() for has_rows in batched),
         out_specs=rows,
         # The custom calls' outputs carry no varying-axis types, so skip that check.
         check_vma=False,
@@ -300,19 +301,13 @@ def run(cell: RecurrentCell, xw: Array, carry: Carry) -> tuple[Carry, Array]:
     recurrent_kernel = cell.get_variable("params", "recurrent_kernel")
     batch_size = xw.shape[0]
     if isinstance(cell, LSTMCell):
-
-        def lstm(xw, h0, c0, recurrent_kernel):
-            return lstm_sequence(xw, recurrent_kernel, h0, c0)
-
-        hs, c_last = _per_batch_shard(lstm, batch_size, 3, 1)(xw, *carry, recurrent_kernel)
+        lstm = _per_batch_shard(lstm_sequence, batch_size, (True, False, True, True))
+        hs, c_last = lstm(xw, recurrent_kernel, *carry)
         return (hs[:, -1], c_last), hs
     if cell.use_bias:
         recurrent_bias = cell.get_variable("params", "bias")[1]
     else:
         recurrent_bias = jnp.zeros(recurrent_kernel.shape[-1], xw.dtype)
-
-    def gru(xw, h0, recurrent_kernel, recurrent_bias):
-        return gru_sequence(xw, recurrent_kernel, recurrent_bias, h0)
-
-    hs = _per_batch_shard(gru, batch_size, 2, 2)(xw, *carry, recurrent_kernel, recurrent_bias)
+    gru = _per_batch_shard(gru_sequence, batch_size, (True, False, False, True))
+    hs = gru(xw, recurrent_kernel, recurrent_bias, *carry)
     return (hs[:, -1],), hs
