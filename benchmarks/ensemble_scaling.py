@@ -18,6 +18,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.speed_data import SHAPES, synthetic  # noqa: E402
 from rnnjax import Classifier, LayerSpec, ModelConfig, init_params  # noqa: E402
+from rnnjax.batches import seed_key  # noqa: E402
 from rnnjax.ensemble import fit_ensemble, stack  # noqa: E402
 from rnnjax.optimizers import get_optimizer  # noqa: E402
 from rnnjax.train_state import TrainState  # noqa: E402
@@ -44,7 +45,7 @@ def main():
     for k in map(int, args.ks.split(",")):
         states = []
         for seed in range(k):
-            init_key, dropout_key = jax.random.split(jax.random.key(seed))
+            init_key, dropout_key = jax.random.split(seed_key(seed))
             states.append(
                 TrainState.create(
                     model=Classifier(config),

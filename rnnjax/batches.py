@@ -24,6 +24,7 @@ Shape letters: N examples, T time steps, S steps per epoch, B batch size.
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Iterator
 from typing import Any, NamedTuple
 
@@ -39,6 +40,25 @@ def steps_per_epoch(n: int, batch_size: int) -> int:
     return math.ceil(n / batch_size)
 
 
+def seed_key(seed: int) -> Array:
+    """The PRNG key of a run's integer seed; any Python int is a seed.
+
+    Seeds in ``[-2**31, 2**32)`` give ``jax.random.key(seed)`` (what every earlier run used);
+    larger ones fold their further 32-bit words (and sign) into the key of the lowest word, so
+    no two seeds share a key and nothing overflows.
+    """
+    seed = operator.index(seed)
+    if -(2**31) <= seed < 2**32:
+        return jax.random.key(seed, impl="threefry2x32")
+    magnitude = abs(seed)
+    key = jax.random.key(magnitude & 0xFFFFFFFF, impl="threefry2x32")
+    magnitude >>= 32
+    while magnitude:
+        key = jax.random.fold_in(key, magnitude & 0xFFFFFFFF)
+        magnitude >>= 32
+    return jax.random.fold_in(key, 1 if seed < 0 else 0)
+
+
 def batch_indices(
     seed: int | Array, epoch: int | Array, *, n: int, batch_size: int, shuffle: bool = True
 ) -> tuple[Array, Array]:
@@ -46,10 +66,12 @@ def batch_indices(
     ``batch_size`` and ``shuffle`` static.
 
     Args:
-      seed: the run's shuffling seed (int32 range).
+      seed: the run's shuffling seed: a PRNG key (``seed_key``), or an int (int32 range when
+        traced).
       epoch: the epoch number; each epoch draws a new order.
       n: the number of examples N, >= 1.
-      batch_size: B, >= 1.
+      batch_size: >= 1; B = ``min(batch_size, N)`` (a batch larger than the data is all of it,
+        as in Keras).
       shuffle: False keeps rows in order ``0 .. N-1``.
 
     Returns:
@@ -62,6 +84,7 @@ def batch_indices(
     ([[0, 1], [2, 3], [4, 0]], [[1.0, 1.0], [1.0, 1.0], [1.0, 0.0]])
     """
     _check_sizes(n, batch_size)
+    batch_size = min(batch_size, n)
     steps = steps_per_epoch(n, batch_size)
     order = _permutation(seed, epoch, n) if shuffle else jnp.arange(n)
     slots = jnp.arange(steps * batch_size)
@@ -74,7 +97,7 @@ def epoch_permutation(seed: int, epoch: int, n: int) -> np.ndarray:
     """int32 ``[N]``: the order in which epoch ``epoch`` visits the rows (same seed and epoch, same
     order)."""
     _check_sizes(n, 1)
-    return np.asarray(_jit_permutation(seed, epoch, n))
+    return np.asarray(_jit_permutation(seed_key(seed), epoch, n))
 
 
 def iterate_batches(
@@ -101,9 +124,11 @@ def iterate_batches(
     n = len(x)
     if len(y) != n:
         raise ValueError(f"x has {n} examples but y has {len(y)}")
-    indices, _ = _jit_batch_indices(seed, epoch, n=n, batch_size=batch_size, shuffle=shuffle)
+    indices, _ = _jit_batch_indices(
+        seed_key(seed), epoch, n=n, batch_size=batch_size, shuffle=shuffle
+    )
     for step, rows in enumerate(np.asarray(indices)):
-        rows = rows[: n - step * batch_size]  # the last step drops its padding
+        rows = rows[: n - step * len(rows)]  # the last step drops its padding
         yield x[rows], y[rows]
 
 
@@ -139,8 +164,9 @@ def gather_batch(data: DeviceData, rows: Array) -> tuple[Array, Array]:
 
 
 def _permutation(seed: int | Array, epoch: int | Array, n: int) -> Array:
-    key = jax.random.fold_in(jax.random.key(seed, impl="threefry2x32"), epoch)
-    return jax.random.permutation(key, n)
+    if not (isinstance(seed, jax.Array) and jax.dtypes.issubdtype(seed.dtype, jax.dtypes.prng_key)):
+        seed = jax.random.key(seed, impl="threefry2x32")
+    return jax.random.permutation(jax.random.fold_in(seed, epoch), n)
 
 
 def _check_sizes(n: int, batch_size: int) -> None:

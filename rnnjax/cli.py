@@ -1,15 +1,22 @@
 """The command line of every experiment: ``python -m experiments.<name> [flags]``.
 
-The only module that reads ``argv``. A user's mistake (a bad flag value, missing data, a workdir in
-use) ends with one line on stderr and exit status 2, before anything is written.
+The only module that reads ``argv``. Exit status: 0 done; 2 a user's mistake (a bad flag value,
+missing or damaged data, a workdir in use, a damaged checkpoint, too little memory for the batch),
+one line on stderr and nothing left written; 3 training stopped on a non-finite loss (one line on
+stderr, even with ``--quiet``; the outputs are written); 130 interrupted by Ctrl-C (saved; the
+line printed resumes it).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
+import math
+import shlex
 import signal
 import sys
+import warnings
+
+import jax
 
 from rnnjax.experiment import Experiment, run, run_ensemble
 from rnnjax.layers import IMPLEMENTATIONS
@@ -17,6 +24,9 @@ from rnnjax.summary import summary
 from rnnjax.workdir import default_workdir
 
 USAGE_ERROR = 2
+DIVERGED = 3
+INTERRUPTED = 130
+MAX_MODELS = 4096  # --num-seeds x --learning-rates: K models in memory at once
 
 
 class UsageError(Exception):
@@ -53,6 +63,12 @@ def build_parser(experiment: Experiment) -> argparse.ArgumentParser:
         "--manual-dir",
         help="folder holding the dataset's archive "
         "(aclImdb_v1.tar.gz, reuters21578.tar.gz) to prepare offline",
+    )
+    parser.add_argument(
+        "--prepare",
+        action="store_true",
+        help="allow preparing (writing) the dataset in --data-dir or $TFDS_DATA_DIR when it is "
+        "not there; without it only ~/tensorflow_datasets (used when neither is set) is written",
     )
     parser.add_argument(
         "--per-step",
@@ -100,29 +116,9 @@ def _floats(text: str) -> list[float]:
         raise argparse.ArgumentTypeError(
             f"not a comma-separated list of numbers: {text!r}"
         ) from None
-    if not all(v > 0 for v in values):
-        raise argparse.ArgumentTypeError(f"learning rates must be > 0, got {text!r}")
+    if not all(math.isfinite(v) and v > 0 for v in values):
+        raise argparse.ArgumentTypeError(f"learning rates must be finite and > 0, got {text!r}")
     return values
-
-
-def _check_workdir(workdir: str, resume: bool) -> None:
-    if resume:
-        if not os.path.isdir(os.path.join(workdir, "checkpoints")):
-            raise UsageError(f"nothing to resume in {workdir!r}: it has no checkpoints/")
-        return
-    if os.path.isdir(workdir) and os.listdir(workdir):
-        raise UsageError(
-            f"workdir {workdir!r} is not empty; pass --resume to continue that run "
-            "or choose another --workdir"
-        )
-    parent = os.path.dirname(os.path.abspath(workdir))
-    while not os.path.exists(parent):
-        parent = os.path.dirname(parent)
-    if not os.access(parent, os.W_OK) or not os.path.isdir(parent):
-        raise UsageError(
-            f"cannot create {workdir!r} ({parent!r} is not a writable directory); "
-            "choose another --workdir"
-        )
 
 
 class _Interrupt:
@@ -147,82 +143,108 @@ class _Interrupt:
 
 def main(experiment: Experiment, argv: list[str] | None = None) -> int:
     """Runs ``experiment`` with the command-line overrides; returns the exit status."""
+    argv = sys.argv[1:] if argv is None else argv
     try:
-        args = build_parser(experiment).parse_args(argv)
-        overrides = {
-            name: getattr(args, name) for name in ("epochs", "batch_size", "seed", "patience")
-        }
-        try:
-            experiment = experiment.replace(**{k: v for k, v in overrides.items() if v is not None})
-        except ValueError as error:
-            raise UsageError(str(error)) from None
-        if args.summary:
-            print(summary(experiment.model, experiment.data.maxlen))
-            return 0
-        if args.resume and not args.workdir:
-            raise UsageError("--resume needs the --workdir of the run to continue")
-        if args.num_seeds < 1:
-            raise UsageError(f"--num-seeds must be >= 1, got {args.num_seeds}")
-        many = args.num_seeds > 1 or args.learning_rates is not None
-        if many and (args.resume or args.per_step or args.devices):
-            raise UsageError(
-                "--num-seeds/--learning-rates runs cannot use --resume, --per-step or --devices"
-            )
-        workdir = args.workdir or default_workdir(experiment.name)
-        _check_workdir(workdir, args.resume)
-        if many:
-            seeds = range(experiment.train.seed, experiment.train.seed + args.num_seeds)
-            metrics = run_ensemble(
-                experiment,
-                workdir,
-                list(seeds),
-                args.learning_rates,
-                data_dir=args.data_dir,
-                manual_dir=args.manual_dir,
-                quiet=args.quiet,
-                implementation=args.implementation,
-            )
-            print(
-                f"{len(metrics['models'])} models: val_accuracy "
-                f"{metrics['val_accuracy_mean']:.4f} ± {metrics['val_accuracy_std']:.4f} - "
-                f"test_accuracy {metrics['test_accuracy_mean']:.4f} ± "
-                f"{metrics['test_accuracy_std']:.4f} - outputs in {workdir}"
-            )
-            return 0
-        interrupt = _Interrupt()
-        previous = signal.signal(signal.SIGINT, interrupt.handle)
-        try:
-            metrics = run(
-                experiment,
-                workdir,
-                data_dir=args.data_dir,
-                manual_dir=args.manual_dir,
-                quiet=args.quiet,
-                per_step=args.per_step,
-                resume=args.resume,
-                should_stop=interrupt,
-                devices=args.devices,
-                implementation=args.implementation,
-            )
-        finally:
-            signal.signal(signal.SIGINT, previous)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            return _main(experiment, argv)
     except (UsageError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return USAGE_ERROR
-    if metrics is None:
-        command = " ".join(
-            [
-                "python -m",
-                f"experiments.{experiment.name}",
-                *(argv if argv is not None else sys.argv[1:]),
-            ]
+    except (jax.errors.JaxRuntimeError, MemoryError) as error:
+        if isinstance(error, jax.errors.JaxRuntimeError) and "RESOURCE_EXHAUSTED" not in str(error):
+            raise
+        print(
+            f"error: out of memory ({str(error).splitlines()[0][:200]}); use a smaller "
+            "--batch-size (or fewer --num-seeds)",
+            file=sys.stderr,
         )
+        return USAGE_ERROR
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def _main(experiment: Experiment, argv: list[str]) -> int:
+    args = build_parser(experiment).parse_args(argv)
+    overrides = {name: getattr(args, name) for name in ("epochs", "batch_size", "seed", "patience")}
+    try:
+        experiment = experiment.replace(**{k: v for k, v in overrides.items() if v is not None})
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    if args.summary:
+        print(summary(experiment.model, experiment.data.maxlen))
+        return 0
+    if args.workdir is not None and not args.workdir.strip():
+        raise UsageError("--workdir is empty; pass a directory (or leave it out for the default)")
+    if args.resume and not args.workdir:
+        raise UsageError("--resume needs the --workdir of the run to continue")
+    if args.devices is not None and args.devices < 1:
+        raise UsageError(f"--devices must be >= 1, got {args.devices}")
+    if args.num_seeds < 1:
+        raise UsageError(f"--num-seeds must be >= 1, got {args.num_seeds}")
+    models = args.num_seeds * len(args.learning_rates or [None])
+    if models > MAX_MODELS:
+        raise UsageError(f"--num-seeds x --learning-rates is {models} models; at most {MAX_MODELS}")
+    many = args.num_seeds > 1 or args.learning_rates is not None
+    if many and (args.resume or args.per_step or args.devices):
+        raise UsageError(
+            "--num-seeds/--learning-rates runs cannot use --resume, --per-step or --devices"
+        )
+    workdir = args.workdir or default_workdir(experiment.name)
+    data = dict(data_dir=args.data_dir, manual_dir=args.manual_dir, prepare=args.prepare or None)
+    if many:
+        seeds = range(experiment.train.seed, experiment.train.seed + args.num_seeds)
+        metrics = run_ensemble(
+            experiment,
+            workdir,
+            list(seeds),
+            args.learning_rates,
+            quiet=args.quiet,
+            implementation=args.implementation,
+            **data,
+        )
+        diverged = f" ({metrics['diverged']} diverged, left out)" if metrics["diverged"] else ""
+        print(
+            f"{len(metrics['models'])} models{diverged}: val_accuracy "
+            f"{metrics['val_accuracy_mean']:.4f} ± {metrics['val_accuracy_std']:.4f} - "
+            f"test_accuracy {metrics['test_accuracy_mean']:.4f} ± "
+            f"{metrics['test_accuracy_std']:.4f} - outputs in {workdir}"
+        )
+        return DIVERGED if metrics["diverged"] == len(metrics["models"]) else 0
+    interrupt = _Interrupt()
+    previous = signal.signal(signal.SIGINT, interrupt.handle)
+    try:
+        metrics = run(
+            experiment,
+            workdir,
+            quiet=args.quiet,
+            per_step=args.per_step,
+            resume=args.resume,
+            should_stop=interrupt,
+            devices=args.devices,
+            implementation=args.implementation,
+            **data,
+        )
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if metrics is None:
+        command = ["python", "-m", f"experiments.{experiment.name}", *argv]
         if "--resume" not in command:
-            command += " --resume"
-        if "--workdir" not in command:
-            command += f" --workdir {workdir}"
-        print(f"Saved. Resume with: {command}", file=sys.stderr)
-        return 130
+            command.append("--resume")
+        if args.workdir is None:
+            command += ["--workdir", workdir]
+        print(f"Saved. Resume with: {shlex.join(command)}", file=sys.stderr)
+        return INTERRUPTED
+    if metrics["terminated_on_nan_at"] is not None:
+        epoch, step = metrics["terminated_on_nan_at"]
+        print(
+            f"error: training stopped at epoch {epoch}, step {step}: the loss is not finite "
+            f"(lower the learning rate); outputs in {workdir}",
+            file=sys.stderr,
+        )
+        return DIVERGED
     if not args.quiet:
         print(
             f"test_loss: {metrics['test_loss']:.4f} - test_accuracy: {metrics['test_accuracy']:.4f}"

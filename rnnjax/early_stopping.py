@@ -3,7 +3,8 @@
 The rule is Keras 3's (keras/src/callbacks/early_stopping.py), which differs from
 ``flax.training.early_stopping`` (that one stops an epoch later for ``patience >= 1``):
 
-* an epoch whose monitored value is missing, or earlier than ``start_from_epoch``, is skipped;
+* an epoch whose monitored value is missing (warned about once), or earlier than
+  ``start_from_epoch``, is skipped;
 * ``wait`` is incremented *before* comparing; an improvement (strictly better than the best by
   more than ``min_delta``; the first value always improves; NaN never does after that) resets it to
   0, unless a ``baseline`` is set and the value does not also beat the baseline;
@@ -15,6 +16,7 @@ The rule is Keras 3's (keras/src/callbacks/early_stopping.py), which differs fro
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from typing import Literal
 
 Mode = Literal["auto", "min", "max"]
@@ -72,6 +74,7 @@ class EarlyStopping:
     stopped_epoch: int = 0
     improved: bool = False
     stop_training: bool = False
+    warned_missing: bool = False
 
     def __post_init__(self):
         monitor_direction(self.monitor, self.mode)
@@ -87,6 +90,13 @@ class EarlyStopping:
     def update(self, epoch: int, logs: dict[str, float]) -> EarlyStopping:
         """The record after epoch ``epoch`` (0-based) ended with ``logs``."""
         current = logs.get(self.monitor)
+        if current is None and not self.warned_missing:
+            warnings.warn(  # once, where Keras warns every epoch and Python's filter dedupes
+                f"Early stopping conditioned on metric `{self.monitor}` which is not available. "
+                f"Available metrics are: {','.join(k for k in logs if k != 'seconds')}",
+                stacklevel=2,
+            )
+            return dataclasses.replace(self, improved=False, warned_missing=True)
         if current is None or epoch < self.start_from_epoch:
             return dataclasses.replace(self, improved=False)
         wait = self.wait + 1

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rnnjax import steps
-from rnnjax.batches import batch_indices, to_device
+from rnnjax.batches import batch_indices, seed_key, to_device
 from rnnjax.early_stopping import EarlyStopping
 from rnnjax.metrics import History, Metrics
 from rnnjax.progress import Progress
@@ -80,11 +80,13 @@ _val_indices = jax.jit(batch_indices, static_argnames=("n", "batch_size", "shuff
 @dataclasses.dataclass(frozen=True)
 class EnsembleResult:
     """Per-model results: the stacked final state (best weights restored where early stopping
-    restores them), one ``History`` and one ``EarlyStopping`` record per model."""
+    restores them), one ``History`` and one ``EarlyStopping`` record per model, and per model the
+    ``(epoch, step)`` (1-based) of a non-finite loss that stopped it, or None."""
 
     state: TrainState
     histories: tuple[History, ...]
     early_stopping: tuple[EarlyStopping, ...]
+    nan_at: tuple[tuple[int, int] | None, ...]
 
 
 def fit_ensemble(
@@ -133,8 +135,9 @@ def fit_ensemble(
     records = [early_stopping] * count if early_stopping is not None else [None] * count
     histories = [History()] * count
     active = np.ones(count, bool)
+    nan_at: list[tuple[int, int] | None] = [None] * count
     best_params = states.params
-    seeds_array = jnp.asarray(seeds, jnp.int32)
+    seeds_array = jnp.stack([seed_key(seed) for seed in seeds])
 
     for epoch in range(epochs):
         start = time.perf_counter()
@@ -143,7 +146,8 @@ def fit_ensemble(
         states, totals, step_losses = _train_epochs(
             states, jnp.asarray(active), train_data, indices, weights
         )
-        finite = np.isfinite(np.asarray(step_losses)).all(axis=1)
+        step_losses = np.asarray(step_losses)
+        finite = np.isfinite(step_losses).all(axis=1)
         logs = [_model(totals, k).compute() for k in range(count)]
         if val_args is not None:
             val_totals = _evaluate(states, *val_args)
@@ -154,6 +158,7 @@ def fit_ensemble(
         for k in np.flatnonzero(active):
             if not finite[k]:  # TerminateOnNaN, per model; the epoch is not recorded
                 active[k] = False
+                nan_at[k] = (epoch + 1, int(np.argmin(np.isfinite(step_losses[k]))) + 1)
                 continue
             histories[k] = histories[k].append(logs[k] | {"seconds": seconds})
             if records[k] is not None:
@@ -171,7 +176,7 @@ def fit_ensemble(
     restore = np.asarray([r is not None and r.restores for r in records])
     if restore.any():
         states = states.replace(params=_select(jnp.asarray(restore), best_params, states.params))
-    return EnsembleResult(states, tuple(histories), tuple(records))
+    return EnsembleResult(states, tuple(histories), tuple(records), tuple(nan_at))
 
 
 def evaluate_ensemble(states: TrainState, data: Arrays, batch_size: int = 32) -> list[dict]:

@@ -10,8 +10,10 @@ train/validation/test, and write the outputs to a work directory:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import math
 import os
 import time
 from collections.abc import Sequence
@@ -20,7 +22,8 @@ from typing import Literal
 import jax
 import numpy as np
 
-from rnnjax.checkpoint import Checkpoints
+from rnnjax.batches import seed_key, steps_per_epoch
+from rnnjax.checkpoint import MANIFEST, Checkpoints
 from rnnjax.data import imdb, pad_sequences, reuters, train_validation_split
 from rnnjax.early_stopping import EarlyStopping, monitor_direction
 from rnnjax.ensemble import evaluate_ensemble, fit_ensemble, stack
@@ -33,7 +36,8 @@ from rnnjax.sharding import data_mesh
 from rnnjax.summary import summary
 from rnnjax.train import FitResult, evaluate, fit
 from rnnjax.train_state import TrainState
-from rnnjax.workdir import write_atomic
+from rnnjax.validation import check_loss
+from rnnjax.workdir import Claim, write_atomic
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,19 +76,21 @@ class Splits:
 
 
 def load_splits(
-    config: DataConfig, data_dir: str | None = None, manual_dir: str | None = None
+    config: DataConfig,
+    data_dir: str | None = None,
+    manual_dir: str | None = None,
+    prepare: bool | None = None,
 ) -> Splits:
     """The tutorials' data preparation: ``load_data(num_words)``, ``pad_sequences(maxlen,
-    padding, truncating)`` on both splits, and a seeded validation split of the training set."""
+    padding, truncating)`` on both splits, and a seeded validation split of the training set.
+
+    ``data_dir``, ``manual_dir``, ``prepare``: where the dataset is read and whether it may be
+    prepared there (``rnnjax.data.imdb.load``)."""
+    where = dict(data_dir=data_dir, manual_dir=manual_dir, prepare=prepare)
     if config.dataset == "imdb":
-        dataset = imdb.load(num_words=config.num_words, data_dir=data_dir, manual_dir=manual_dir)
+        dataset = imdb.load(num_words=config.num_words, **where)
     else:
-        dataset = reuters.load(
-            num_words=config.num_words,
-            test_split=config.test_split,
-            data_dir=data_dir,
-            manual_dir=manual_dir,
-        )
+        dataset = reuters.load(num_words=config.num_words, test_split=config.test_split, **where)
 
     def pad(sequences):
         return pad_sequences(
@@ -142,6 +148,9 @@ class Experiment:
     model: ModelConfig
     train: TrainConfig
 
+    def __post_init__(self):
+        check_loss(self.train.loss, self.model.num_classes)
+
     def replace(self, **train_fields) -> Experiment:
         """A copy with some ``TrainConfig`` fields changed (the CLI's flags)."""
         return dataclasses.replace(self, train=dataclasses.replace(self.train, **train_fields))
@@ -161,33 +170,41 @@ def run(
     should_stop=lambda: False,
     devices: int | None = None,
     implementation: str = "auto",
+    prepare: bool | None = None,
 ) -> dict | None:
     """Trains and evaluates ``experiment``, writing its outputs to ``workdir``.
 
-    With ``resume``, continues from the latest checkpoint in ``workdir`` (which must hold the same
-    experiment). ``should_stop`` is polled between steps/epochs (Ctrl-C); when it stops the run,
-    the latest checkpoint is saved and None is returned. ``devices`` splits every batch over that
-    many devices (data parallelism; the result equals one device's). ``implementation`` is every
-    recurrent layer's ('auto', 'scan' or 'fused'; see ``rnnjax.layers.RNN``).
+    The run claims ``workdir`` before anything else and holds it to the end (a second run there
+    fails at once, naming this one); a new run needs it missing or empty. With ``resume``,
+    continues the run in ``workdir`` (the same experiment; ``epochs`` may grow) from its newest
+    intact checkpoint — a run that had already stopped only finishes, so a resumed run always ends
+    as the uninterrupted one would. A new run that fails before its first checkpoint removes what
+    it wrote. ``should_stop`` is polled between steps/epochs (Ctrl-C); when it stops the run, the
+    latest checkpoint is saved and None is returned. ``devices`` splits every batch over that many
+    devices (data parallelism; the result equals one device's). ``implementation`` is every
+    recurrent layer's ('auto', 'scan' or 'fused'; see ``rnnjax.layers.RNN``). ``data_dir``,
+    ``manual_dir``, ``prepare``: see ``load_splits``.
 
     Returns:
-      The final metrics (also ``workdir/metrics.json``), or None when interrupted.
+      The final metrics (also ``workdir/metrics.json``; ``terminated_on_nan_at`` is set when a
+      non-finite loss ended training), or None when interrupted.
     """
     started = time.perf_counter()
     mesh = None if devices is None else data_mesh(devices)  # fails before anything is written
-    config_json = experiment.to_dict()
-    if resume:
-        _check_same_experiment(os.path.join(workdir, "config.json"), config_json)
     train = experiment.train
-    # Before anything is written: an implementation that cannot run fails here.
-    state = create_state(experiment, train.seed, implementation=implementation)
-    splits = _prepare(experiment, workdir, data_dir, manual_dir)
-    early_stopping = _early_stopping(train)
-    checkpoints = Checkpoints(
-        os.path.join(workdir, "checkpoints"), train.monitor, early_stopping.direction
-    )
-    steps_per_epoch = -(-len(splits.train[0]) // train.batch_size)
+    claim = Claim.acquire(workdir, resume=resume)
+    checkpoints = None
     try:
+        if resume:
+            _check_same_experiment(os.path.join(workdir, "config.json"), experiment)
+        # Before anything is written: an implementation that cannot run fails here.
+        state = create_state(experiment, train.seed, implementation=implementation)
+        splits = load_splits(experiment.data, data_dir, manual_dir, prepare)
+        _write_run_files(experiment, workdir)
+        early_stopping = _early_stopping(train)
+        checkpoints = Checkpoints(
+            os.path.join(workdir, "checkpoints"), train.monitor, early_stopping.direction
+        )
         result: FitResult = fit(
             state,
             splits.train,
@@ -197,19 +214,35 @@ def run(
             seed=train.seed,
             early_stopping=early_stopping,
             checkpoints=checkpoints,
-            checkpoint_config=config_json,
+            checkpoint_config=experiment.to_dict(),
             resume=resume,
             history_path=os.path.join(workdir, "history.json"),
-            progress=Progress(train.epochs, steps_per_epoch, quiet=quiet),
+            progress=Progress(
+                train.epochs, steps_per_epoch(len(splits.train[0]), train.batch_size), quiet=quiet
+            ),
             per_step=per_step,
             should_stop=should_stop,
             mesh=mesh,
         )
-    finally:
         checkpoints.close()
-    if result.interrupted:
-        return None
+        checkpoints = None
+        metrics = None if result.interrupted else _finish(experiment, workdir, splits, result)
+    except BaseException:
+        if checkpoints is not None:
+            with contextlib.suppress(Exception):
+                checkpoints.close()
+        claim.release(discard=not resume and not _has_checkpoint(workdir))
+        raise
+    claim.release()
+    if metrics is not None:
+        metrics["seconds"] = time.perf_counter() - started
+        write_atomic(os.path.join(workdir, "metrics.json"), json.dumps(metrics, indent=1))
+    return metrics
 
+
+def _finish(experiment: Experiment, workdir: str, splits: Splits, result: FitResult) -> dict:
+    """The tutorials' ending: curves, then train/validation/test evaluation of the final weights
+    (the best epoch's when early stopping restored them)."""
     history = result.history
     for metric in ("loss", "accuracy"):
         if len(history):
@@ -227,12 +260,19 @@ def run(
         "terminated_on_nan_at": result.nan_at,
         "params": count_params(result.state.params),
     }
+    batch_size = experiment.train.batch_size
     for name, split in (("train", splits.train), ("val", splits.validation), ("test", splits.test)):
-        for key, value in evaluate(result.state, split, train.batch_size).items():
+        for key, value in evaluate(result.state, split, batch_size).items():
             metrics[f"{name}_{key}"] = value
-    metrics["seconds"] = time.perf_counter() - started
-    write_atomic(os.path.join(workdir, "metrics.json"), json.dumps(metrics, indent=1))
     return metrics
+
+
+def _has_checkpoint(workdir: str) -> bool:
+    """Whether a latest checkpoint of the run in ``workdir`` was sealed (a resumable run)."""
+    latest = os.path.join(workdir, "checkpoints", "latest")
+    return os.path.isdir(latest) and any(
+        os.path.exists(os.path.join(latest, step, MANIFEST)) for step in os.listdir(latest)
+    )
 
 
 def create_state(
@@ -246,7 +286,7 @@ def create_state(
     from its second key, the configured optimizer (at ``learning_rate`` when given), recurrent
     layers running ``implementation``."""
     train = experiment.train
-    init_key, dropout_key = jax.random.split(jax.random.key(seed))
+    init_key, dropout_key = jax.random.split(seed_key(seed))
     return TrainState.create(
         model=Classifier(experiment.model, implementation=implementation),
         params=init_params(experiment.model, init_key, implementation=implementation),
@@ -266,18 +306,12 @@ def _early_stopping(train: TrainConfig) -> EarlyStopping:
     )
 
 
-def _prepare(
-    experiment: Experiment, workdir: str, data_dir: str | None, manual_dir: str | None
-) -> Splits:
-    """Loads the data first (so a data error writes nothing), then writes the run's config,
-    summary and model diagram."""
-    splits = load_splits(experiment.data, data_dir, manual_dir)
-    os.makedirs(workdir, exist_ok=True)
+def _write_run_files(experiment: Experiment, workdir: str) -> None:
+    """The run's config, summary and model diagram (rewritten identically by a resumed run)."""
     write_atomic(os.path.join(workdir, "config.json"), json.dumps(experiment.to_dict(), indent=1))
     seq_len = experiment.data.maxlen
     write_atomic(os.path.join(workdir, "summary.txt"), summary(experiment.model, seq_len) + "\n")
     write_atomic(os.path.join(workdir, "model.png"), model_png(experiment.model, seq_len))
-    return splits
 
 
 def run_ensemble(
@@ -289,41 +323,51 @@ def run_ensemble(
     manual_dir: str | None = None,
     quiet: bool = False,
     implementation: str = "auto",
+    prepare: bool | None = None,
 ) -> dict:
     """Trains one model per (seed, learning rate) pair in one vmapped program.
 
-    Writes ``history_<k>.json`` per model and ``metrics.json`` with every model's results and the
-    mean and standard deviation of its validation and test accuracy.
+    Claims ``workdir`` as ``run`` does (it must be missing or empty). Writes ``history_<k>.json``
+    per model and ``metrics.json`` with every model's results and the mean and standard deviation
+    of the validation and test accuracy over the models that did not diverge (a non-finite loss
+    stops a model; ``diverged`` counts them).
     """
     started = time.perf_counter()
     learning_rates = list(learning_rates or [experiment.train.learning_rate])
     runs = [(seed, lr) for lr in learning_rates for seed in seeds]
     train = experiment.train
-    states = stack(
-        [
-            create_state(experiment, seed, lr, injectable=True, implementation=implementation)
-            for seed, lr in runs
-        ]
-    )
-    splits = _prepare(experiment, workdir, data_dir, manual_dir)
-    steps_per_epoch = -(-len(splits.train[0]) // train.batch_size)
-    result = fit_ensemble(
-        states,
-        splits.train,
-        splits.validation,
-        seeds=[seed for seed, _ in runs],
-        epochs=train.epochs,
-        batch_size=train.batch_size,
-        early_stopping=_early_stopping(train),
-        progress=Progress(train.epochs, steps_per_epoch, quiet=quiet),
-    )
-    evaluations = {
-        name: evaluate_ensemble(result.state, split, train.batch_size)
-        for name, split in (("val", splits.validation), ("test", splits.test))
-    }
+    claim = Claim.acquire(workdir, resume=False)
+    try:
+        states = stack(
+            [
+                create_state(experiment, seed, lr, injectable=True, implementation=implementation)
+                for seed, lr in runs
+            ]
+        )
+        splits = load_splits(experiment.data, data_dir, manual_dir, prepare)
+        _write_run_files(experiment, workdir)
+        result = fit_ensemble(
+            states,
+            splits.train,
+            splits.validation,
+            seeds=[seed for seed, _ in runs],
+            epochs=train.epochs,
+            batch_size=train.batch_size,
+            early_stopping=_early_stopping(train),
+            progress=Progress(
+                train.epochs, steps_per_epoch(len(splits.train[0]), train.batch_size), quiet=quiet
+            ),
+        )
+        evaluations = {
+            name: evaluate_ensemble(result.state, split, train.batch_size)
+            for name, split in (("val", splits.validation), ("test", splits.test))
+        }
+    except BaseException:
+        claim.release(discard=True)
+        raise
     models = []
-    for k, ((seed, lr), history, stopping) in enumerate(
-        zip(runs, result.histories, result.early_stopping)
+    for k, ((seed, lr), history, stopping, nan_at) in enumerate(
+        zip(runs, result.histories, result.early_stopping, result.nan_at)
     ):
         write_atomic(os.path.join(workdir, f"history_{k}.json"), history.to_json())
         models.append(
@@ -333,6 +377,7 @@ def run_ensemble(
                 "epochs_run": len(history),
                 "best_epoch": stopping.best_epoch + 1 if stopping.best is not None else None,
                 "stopped_epoch": stopping.stopped_epoch + 1 if stopping.stopped_epoch else None,
+                "terminated_on_nan_at": nan_at,
                 **{
                     f"{name}_{key}": logs[k][key]
                     for name, logs in evaluations.items()
@@ -340,22 +385,32 @@ def run_ensemble(
                 },
             }
         )
+    healthy = [m for m in models if m["terminated_on_nan_at"] is None]
     metrics = {"experiment": experiment.name, "models": models}
+    metrics["diverged"] = len(models) - len(healthy)
     for key in ("val_accuracy", "test_accuracy"):
-        values = np.asarray([m[key] for m in models])
-        metrics[f"{key}_mean"], metrics[f"{key}_std"] = float(values.mean()), float(values.std())
+        values = np.asarray([m[key] for m in healthy], np.float64)
+        mean, std = (values.mean(), values.std()) if len(values) else (math.nan, math.nan)
+        metrics[f"{key}_mean"], metrics[f"{key}_std"] = float(mean), float(std)
     metrics["seconds"] = time.perf_counter() - started
     write_atomic(os.path.join(workdir, "metrics.json"), json.dumps(metrics, indent=1))
+    claim.release()
     return metrics
 
 
-def _check_same_experiment(config_path: str, config_json: dict) -> None:
-    if not os.path.exists(config_path):
-        raise ValueError(f"nothing to resume: {config_path!r} does not exist")
-    with open(config_path) as f:
-        saved = json.load(f)
+def _check_same_experiment(config_path: str, experiment: Experiment) -> None:
+    """A resumed run must be the saved run's experiment; only its epoch budget may change."""
+    try:
+        with open(config_path) as f:
+            saved = json.load(f)
+        saved["train"]["epochs"] = experiment.train.epochs
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ValueError(
+            f"cannot resume: {config_path!r} is unreadable or damaged ({error}); start a new run "
+            "(another --workdir)"
+        ) from None
     # JSON has no tuples: compare through a JSON round trip.
-    current = json.loads(json.dumps(config_json))
+    current = json.loads(json.dumps(experiment.to_dict()))
     if saved != current:
         changed = sorted(key for key in current if saved.get(key) != current.get(key))
         raise ValueError(

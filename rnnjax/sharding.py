@@ -24,7 +24,9 @@ def data_mesh(num_devices: int | None = None) -> Mesh:
     """A 1-D ``'data'`` mesh over ``num_devices`` devices (all of them when None)."""
     available = jax.device_count()
     num_devices = available if num_devices is None else num_devices
-    if not 1 <= num_devices <= available:
+    if num_devices < 1:
+        raise ValueError(f"the number of devices must be >= 1, got {num_devices}")
+    if num_devices > available:
         raise ValueError(
             f"asked for {num_devices} devices but {available} are available; on CPU set "
             f"XLA_FLAGS=--xla_force_host_platform_device_count={num_devices} before starting"

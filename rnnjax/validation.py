@@ -68,7 +68,26 @@ def check_dataset(
     return ids, check_labels(data[1], num_classes, len(ids), f"{name} labels")
 
 
+def check_loss(loss: str, num_outputs: int) -> None:
+    """The loss must suit the model's output width: binary cross-entropy one sigmoid output,
+    the categorical ones a softmax over two or more classes."""
+    if loss == "binary_crossentropy" and num_outputs != 1:
+        raise ValueError(
+            f"binary_crossentropy needs a model with one output (num_classes=1), this one has "
+            f"{num_outputs}; for {num_outputs} classes use sparse_categorical_crossentropy"
+        )
+    if loss in ("categorical_crossentropy", "sparse_categorical_crossentropy") and num_outputs < 2:
+        raise ValueError(
+            f"{loss} needs a model with one output per class (num_classes >= 2), this one has "
+            f"{num_outputs}; for two classes with one output use binary_crossentropy"
+        )
+
+
 def check_batch_size(batch_size: int) -> int:
-    if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+    if (
+        isinstance(batch_size, bool)
+        or not isinstance(batch_size, (int, np.integer))
+        or batch_size < 1
+    ):
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     return int(batch_size)

@@ -14,7 +14,9 @@ def imdb_data_dir(tmp_path_factory) -> Path:
     """A TFDS data dir with the fixture reviews prepared as ``imdb_reviews`` (array_record)."""
     root = tmp_path_factory.mktemp("imdb")
     write_imdb_archive(root / "manual" / imdb.ImdbReviews.ARCHIVE, imdb_reviews())
-    sources.ensure_prepared(imdb.ImdbReviews, root / "tfds", root / "manual", download=False)
+    sources.ensure_prepared(
+        imdb.ImdbReviews, root / "tfds", root / "manual", download=False, prepare=True
+    )
     return root / "tfds"
 
 
@@ -23,5 +25,7 @@ def reuters_data_dir(tmp_path_factory) -> Path:
     """A TFDS data dir with the fixture newswires prepared as ``reuters21578``."""
     root = tmp_path_factory.mktemp("reuters")
     write_reuters_archive(root / "manual" / reuters.Reuters21578.ARCHIVE)
-    sources.ensure_prepared(reuters.Reuters21578, root / "tfds", root / "manual", download=False)
+    sources.ensure_prepared(
+        reuters.Reuters21578, root / "tfds", root / "manual", download=False, prepare=True
+    )
     return root / "tfds"

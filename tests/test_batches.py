@@ -15,6 +15,7 @@ from rnnjax.batches import (
     epoch_permutation,
     gather_batch,
     iterate_batches,
+    seed_key,
     steps_per_epoch,
     to_device,
 )
@@ -56,6 +57,7 @@ def assert_same_batches(n, batch_size, seed, epoch, shuffle):
     host = list(iterate_batches(x, y, batch_size, seed=seed, epoch=epoch, shuffle=shuffle))
     indices, weights = jit_batch_indices(seed, epoch, n=n, batch_size=batch_size, shuffle=shuffle)
     steps = steps_per_epoch(n, batch_size)
+    batch_size = min(batch_size, n)  # a batch larger than the data is all of it
     chex.assert_shape([indices, weights], (steps, batch_size))
     chex.assert_type([indices, weights], [jnp.int32, jnp.float32])
     indices, weights = np.asarray(indices), np.asarray(weights)
@@ -156,3 +158,21 @@ def test_empty_split_and_bad_batch_size_are_errors():
         batch_indices(0, 0, n=5, batch_size=0)
     with pytest.raises(ValueError, match="y has 2"):
         list(iterate_batches(np.zeros((3, 1)), np.zeros(2)))
+
+
+def test_every_python_int_is_a_seed_and_small_ones_keep_their_keys():
+    for seed in (0, 7, 2**31 - 1, 2**31, 2**32 - 1, -1, -(2**31)):
+        chex.assert_trees_all_equal(
+            jax.random.key_data(seed_key(seed)), jax.random.key_data(jax.random.key(seed))
+        )
+    big = [2**32, 2**32 + 7, 2**64, 2**70, -(2**31) - 1, -(2**40), 10**30]
+    keys = {tuple(np.asarray(jax.random.key_data(seed_key(s))).tolist()) for s in (0, 7, *big)}
+    assert len(keys) == 2 + len(big)  # no two seeds share a key (2**32 would wrap to 0)
+    order = epoch_permutation(2**70, 0, 20)
+    np.testing.assert_array_equal(np.sort(order), np.arange(20))
+
+
+def test_a_batch_larger_than_the_data_is_all_of_it():
+    indices, weights = batch_indices(0, 0, n=5, batch_size=10**9)
+    chex.assert_shape([indices, weights], (1, 5))
+    assert weights.sum() == 5

@@ -1,7 +1,9 @@
 """The experiments' command line: listing, --summary, and one-line errors with exit status 2."""
 
 import dataclasses
+import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -9,6 +11,8 @@ import pytest
 
 from experiments.__main__ import recipes
 from rnnjax.cli import main
+
+pytest_plugins = ["data_fixtures"]  # imdb_data_dir
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXPECTED = [
@@ -73,6 +77,10 @@ def test_recipes_differ_in_a_few_fields():
         (["--bogus"], "unrecognized arguments: --bogus"),
         (["--resume"], "--resume needs the --workdir"),
         (["--implementation", "cudnn"], "argument --implementation: invalid choice: 'cudnn'"),
+        (["--workdir", ""], "--workdir is empty"),
+        (["--devices", "0"], "--devices must be >= 1, got 0"),
+        (["--learning-rates", "1e-3,inf"], "learning rates must be finite and > 0"),
+        (["--num-seeds", "100000"], "is 100000 models; at most 4096"),
     ],
 )
 def test_bad_flags_exit_2_with_one_line(argv, message, capsys, tmp_path, monkeypatch):
@@ -108,7 +116,7 @@ def test_unwritable_workdir_is_refused(tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("")
     assert main(_experiment("imdb_lstm"), ["--workdir", str(blocker / "run")]) == 2
-    assert "is not a writable directory" in capsys.readouterr().err
+    assert "(Not a directory); choose another --workdir" in capsys.readouterr().err
 
 
 def test_cli_process_exit_status():
@@ -120,3 +128,74 @@ def test_cli_process_exit_status():
     )
     assert result.returncode == 2
     assert result.stderr.strip() == "error: epochs must be >= 1, got 0"
+
+
+@pytest.mark.parametrize("kind", ["file", "dangling symlink", "special file", "under a file"])
+def test_a_workdir_that_cannot_be_one_exits_2_and_writes_nothing(kind, tmp_path, capsys):
+    target = {
+        "file": tmp_path / "file",
+        "dangling symlink": tmp_path / "link",
+        "special file": "/dev/null",
+        "under a file": tmp_path / "file" / "run",
+    }[kind]
+    (tmp_path / "file").write_text("")
+    (tmp_path / "link").symlink_to(tmp_path / "nowhere")
+    before = sorted(os.listdir(tmp_path))
+    assert main(_experiment("imdb_lstm"), ["--workdir", str(target), "--epochs", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--workdir" in err and "Traceback" not in err
+    assert sorted(os.listdir(tmp_path)) == before and (tmp_path / "file").read_text() == ""
+
+
+def test_absurd_but_valid_values_run(imdb_data_dir, tmp_path, capsys, monkeypatch):
+    """Any Python int is a seed; a batch larger than the data is all of it (Keras); a read-only
+    cache is skipped with one warning."""
+    cache = tmp_path / "cache"
+    cache.mkdir(mode=0o555)
+    monkeypatch.setenv("RNNJAX_CACHE_DIR", str(cache))
+    argv = ["--seed", str(2**70), "--batch-size", str(10**9), "--epochs", "2", "--quiet"]
+    argv += ["--workdir", str(tmp_path / "run"), "--data-dir", str(imdb_data_dir)]
+    assert main(_experiment("imdb_gru"), argv) == 0
+    err = capsys.readouterr().err
+    assert err.count("warning: cannot write the data cache") == 1, err
+    history = json.loads((tmp_path / "run" / "history.json").read_text())["epochs"]
+    assert len(history) == 2 and list(cache.iterdir()) == []
+
+
+def test_a_damaged_dataset_exits_2_naming_the_file(imdb_data_dir, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("RNNJAX_CACHE_DIR", str(tmp_path / "cache"))
+    data_dir = tmp_path / "tfds"
+    shutil.copytree(imdb_data_dir, data_dir)
+    shard = next(data_dir.glob("imdb_reviews/plain_text/1.0.0/*-test.array_record*"))
+    shard.write_bytes(shard.read_bytes()[:-500])
+    argv = ["--workdir", str(tmp_path / "run"), "--data-dir", str(data_dir), "--epochs", "1"]
+    assert main(_experiment("imdb_gru"), argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(shard) in err and "--prepare" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_diverged_run_exits_3_and_says_so_when_quiet(imdb_data_dir, tmp_path, capsys):
+    experiment = _experiment("imdb_gru")
+    diverging = experiment.replace(learning_rate=1e30)
+    argv = ["--workdir", str(tmp_path / "run"), "--data-dir", str(imdb_data_dir), "--quiet"]
+    assert main(diverging, [*argv, "--epochs", "3"]) == 3
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1
+    # One step an epoch; the first step's loss is computed before its (exploding) update.
+    assert "the loss is not finite" in captured.err and "epoch 2, step 1" in captured.err
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["terminated_on_nan_at"] == [2, 1] and metrics["epochs_run"] == 1
+
+
+def test_num_seeds_leaves_diverged_models_out_of_the_mean(imdb_data_dir, tmp_path, capsys):
+    argv = ["--workdir", str(tmp_path / "grid"), "--data-dir", str(imdb_data_dir), "--quiet"]
+    argv += ["--epochs", "2", "--learning-rates", "1e-3,1e30"]
+    assert main(_experiment("imdb_gru"), argv) == 0
+    assert "2 models (1 diverged, left out): val_accuracy" in capsys.readouterr().out
+    metrics = json.loads((tmp_path / "grid" / "metrics.json").read_text())
+    healthy, diverged = metrics["models"]
+    assert diverged["terminated_on_nan_at"] == [2, 1] and healthy["terminated_on_nan_at"] is None
+    assert metrics["diverged"] == 1
+    assert metrics["test_accuracy_mean"] == pytest.approx(healthy["test_accuracy"])
+    assert metrics["test_accuracy_std"] == 0.0

@@ -87,7 +87,7 @@ def test_real_reuters(tmp_path):
     where = (
         dict(data_dir=PREPARED_REUTERS)
         if PREPARED_REUTERS
-        else dict(data_dir=tmp_path / "tfds", manual_dir=SHARED_DATA)
+        else dict(data_dir=tmp_path / "tfds", manual_dir=SHARED_DATA, prepare=True)
     )
     kwargs = dict(num_words=1000, cache_dir=tmp_path, download=False, **where)
     data, first = timed(reuters.load, **kwargs)

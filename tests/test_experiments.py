@@ -2,6 +2,7 @@
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -101,7 +102,7 @@ def test_ctrl_c_saves_and_the_resumed_run_ends_like_an_uninterrupted_one(imdb_da
     )
     assert reference.returncode == 0, reference.stderr
 
-    workdir = tmp_path / "interrupted"
+    workdir = tmp_path / "interrupted run"  # a space: the printed command must quote it
     process = subprocess.Popen(cli(workdir), cwd=REPO, env=env, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300
     while not (workdir / "history.json").exists() and time.time() < deadline:
@@ -110,6 +111,8 @@ def test_ctrl_c_saves_and_the_resumed_run_ends_like_an_uninterrupted_one(imdb_da
     _, stderr = process.communicate(timeout=300)
     assert process.returncode == 130, stderr
     assert "Resume with: python -m experiments.imdb_gru" in stderr and "--resume" in stderr
+    command = shlex.split(stderr.split("Resume with: ")[1].splitlines()[0])
+    assert command[command.index("--workdir") + 1] == str(workdir)
     assert not (workdir / "metrics.json").exists()
 
     resumed = subprocess.run(

@@ -158,13 +158,13 @@ def test_failed_download_is_not_found_and_prepares_nothing(tmp_path, monkeypatch
     with http_server(tmp_path / "www") as url:  # serves no archive: HTTP 404
         monkeypatch.setattr(imdb.ImdbReviews, "URL", f"{url}/aclImdb_v1.tar.gz")
         with pytest.raises(DatasetNotFoundError, match="downloading failed.*TFDS_DATA_DIR"):
-            imdb.load(data_dir=tmp_path / "tfds", cache_dir=tmp_path)
+            imdb.load(prepare=True, data_dir=tmp_path / "tfds", cache_dir=tmp_path)
     assert_not_prepared(tmp_path / "tfds")
 
 
 def test_missing_dataset_offline_names_tfds_data_dir(tmp_path):
     with pytest.raises(DatasetNotFoundError) as error:
-        imdb.load(data_dir=tmp_path / "empty", cache_dir=tmp_path, download=False)
+        imdb.load(prepare=True, data_dir=tmp_path / "empty", cache_dir=tmp_path, download=False)
     message = str(error.value)
     assert isinstance(error.value, ValueError)
     for part in (
@@ -189,7 +189,7 @@ def test_unreachable_host_fails_fast_with_the_same_message(tmp_path, monkeypatch
     for proxy in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY"):
         monkeypatch.delenv(proxy, raising=False)
     with pytest.raises(DatasetNotFoundError, match="cannot reach 127.0.0.1.*TFDS_DATA_DIR"):
-        imdb.load(data_dir=tmp_path, cache_dir=tmp_path)
+        imdb.load(prepare=True, data_dir=tmp_path, cache_dir=tmp_path)
     assert_not_prepared(tmp_path)
 
 
@@ -199,7 +199,7 @@ def test_prepares_from_a_download(tmp_path, monkeypatch):
         monkeypatch.delenv(proxy, raising=False)
     with http_server(tmp_path / "www") as url:
         monkeypatch.setattr(imdb.ImdbReviews, "URL", f"{url}/aclImdb_v1.tar.gz")
-        data = imdb.load(data_dir=tmp_path / "tfds", cache_dir=tmp_path)
+        data = imdb.load(prepare=True, data_dir=tmp_path / "tfds", cache_dir=tmp_path)
     assert (len(data.x_train), len(data.x_test)) == (24, 16)
     assert sorted(r["text"] for r in read_records(tmp_path / "tfds", "test")) == sorted(
         text.strip().encode() for _, _, text in imdb_reviews(seed=1)["test"]
@@ -219,7 +219,12 @@ def test_corrupt_archive_is_a_value_error_and_prepares_nothing(tmp_path, content
     write_imdb_archive(archive, imdb_reviews())
     archive.write_bytes(content if content is not None else archive.read_bytes()[:-300])
     with pytest.raises(ValueError, match=message):
-        imdb.load(data_dir=tmp_path / "tfds", manual_dir=tmp_path / "manual", cache_dir=tmp_path)
+        imdb.load(
+            prepare=True,
+            data_dir=tmp_path / "tfds",
+            manual_dir=tmp_path / "manual",
+            cache_dir=tmp_path,
+        )
     assert_not_prepared(tmp_path / "tfds")
 
 
@@ -239,7 +244,7 @@ def test_killed_preparation_is_not_trusted_and_is_redone(tmp_path):
 
         sources.iter_tar = dying
         sources.ensure_prepared(
-            imdb.ImdbReviews, {str(tmp_path / "tfds")!r}, {str(tmp_path / "manual")!r}, False
+            imdb.ImdbReviews, {str(tmp_path / "tfds")!r}, {str(tmp_path / "manual")!r}, False, True
         )
         """
     )
@@ -247,14 +252,21 @@ def test_killed_preparation_is_not_trusted_and_is_redone(tmp_path):
     assert result.returncode == -signal.SIGKILL, result.stderr.decode()[-2000:]
     assert list((tmp_path / "tfds" / "imdb_reviews" / "plain_text").glob("incomplete*"))
     assert_not_prepared_final(tmp_path / "tfds")
-    data = imdb.load(data_dir=tmp_path / "tfds", manual_dir=tmp_path / "manual", cache_dir=tmp_path)
+    data = imdb.load(
+        prepare=True, data_dir=tmp_path / "tfds", manual_dir=tmp_path / "manual", cache_dir=tmp_path
+    )
     assert (len(data.x_train), len(data.x_test)) == (24, 16)
 
 
 def test_archive_without_reviews_is_a_value_error(tmp_path):
     write_imdb_archive(tmp_path / "manual" / "aclImdb_v1.tar.gz", {"train": [], "test": []})
     with pytest.raises(ValueError, match="holds no reviews under aclImdb/train"):
-        imdb.load(data_dir=tmp_path / "tfds", manual_dir=tmp_path / "manual", cache_dir=tmp_path)
+        imdb.load(
+            prepare=True,
+            data_dir=tmp_path / "tfds",
+            manual_dir=tmp_path / "manual",
+            cache_dir=tmp_path,
+        )
     assert_not_prepared(tmp_path / "tfds")
 
 

@@ -180,7 +180,7 @@ def test_bad_arguments(reuters_data_dir, tmp_path, kwargs, message):
 
 def test_missing_dataset_offline_names_tfds_data_dir(tmp_path):
     with pytest.raises(DatasetNotFoundError, match="TFDS_DATA_DIR") as error:
-        reuters.load(data_dir=tmp_path / "tfds", cache_dir=tmp_path, download=False)
+        reuters.load(prepare=True, data_dir=tmp_path / "tfds", cache_dir=tmp_path, download=False)
     assert "reuters21578.tar.gz" in str(error.value)
     assert not list((tmp_path / "tfds").rglob("dataset_info.json"))
 
@@ -189,7 +189,12 @@ def test_corrupt_archive_is_a_value_error(tmp_path):
     archive = write_reuters_archive(tmp_path / "manual" / "reuters21578.tar.gz")
     archive.write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])
     with pytest.raises(ValueError, match="corrupt archive"):
-        reuters.load(data_dir=tmp_path / "tfds", manual_dir=tmp_path / "manual", cache_dir=tmp_path)
+        reuters.load(
+            prepare=True,
+            data_dir=tmp_path / "tfds",
+            manual_dir=tmp_path / "manual",
+            cache_dir=tmp_path,
+        )
     assert not list((tmp_path / "tfds").rglob("dataset_info.json"))
     assert not list((tmp_path / "tfds").rglob("incomplete*"))
 
@@ -199,7 +204,10 @@ def test_read_only_data_dir_is_never_written(tmp_path):
     (tmp_path / "shared").mkdir(mode=0o555)
     with pytest.raises(ValueError, match="read-only TFDS data dir"):
         reuters.load(
-            data_dir=tmp_path / "shared", manual_dir=tmp_path / "manual", cache_dir=tmp_path
+            data_dir=tmp_path / "shared",
+            manual_dir=tmp_path / "manual",
+            cache_dir=tmp_path,
+            prepare=True,  # asked, but the mode bits say no: root is refused too
         )
     assert list((tmp_path / "shared").iterdir()) == []
 
@@ -209,4 +217,9 @@ def test_archive_without_sgml_files_is_a_value_error(tmp_path):
     with tarfile.open(tmp_path / "manual" / "reuters21578.tar.gz", "w:gz") as tar:
         add_member(tar, "README.txt", b"no newswires here")
     with pytest.raises(ValueError, match="no reut2-NNN.sgm"):
-        reuters.load(data_dir=tmp_path / "tfds", manual_dir=tmp_path / "manual", cache_dir=tmp_path)
+        reuters.load(
+            prepare=True,
+            data_dir=tmp_path / "tfds",
+            manual_dir=tmp_path / "manual",
+            cache_dir=tmp_path,
+        )

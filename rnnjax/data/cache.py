@@ -8,7 +8,8 @@ or a renamed file is a miss, not a wrong hit.
 Writes are atomic: the arrays go to a hidden temporary file in the same directory, which is
 flushed, fsynced and then renamed over the entry with ``os.replace``. A run killed mid-write leaves
 at most a ``.<name>-<digest>.npz.<random>.tmp`` file, which no read ever opens; an entry that
-exists is complete. An entry that cannot be read (damaged on disk) is a miss and is rebuilt.
+exists is complete. An entry that cannot be read (damaged on disk) is a miss and is rebuilt. A
+cache directory that cannot be written is skipped, with one warning.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import hashlib
 import json
 import os
 import tempfile
+import warnings
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -63,8 +65,34 @@ def cached(
     arrays = read(path, key)
     if arrays is None:
         arrays = build()
-        write(path, key, arrays)
+        try:
+            if not writable(path.parent):
+                raise PermissionError("the directory has no write permission")
+            write(path, key, arrays)
+        except OSError as error:
+            _warn_uncached(path.parent, error)
     return arrays
+
+
+def writable(directory: Path) -> bool:
+    """Whether ``directory`` (or, if missing, its nearest existing parent) may be written: the
+    OS allows it and its mode has a write bit — so a directory made read-only stays read-only
+    for root too."""
+    existing = next(p for p in (directory, *directory.parents) if p.exists())
+    return os.access(existing, os.W_OK) and bool(existing.stat().st_mode & 0o222)
+
+
+_warned: set[Path] = set()
+
+
+def _warn_uncached(directory: Path, error: OSError) -> None:
+    if directory not in _warned:  # once per directory and process
+        _warned.add(directory)
+        warnings.warn(
+            f"cannot write the data cache in {directory} ({error.strerror or error}); continuing "
+            "without it (set RNNJAX_CACHE_DIR to a writable directory to cache)",
+            stacklevel=3,
+        )
 
 
 def read(path: Path, key: Mapping[str, Any]) -> Arrays | None:

@@ -90,6 +90,7 @@ def load(
     manual_dir: str | os.PathLike[str] | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
     download: bool = True,
+    prepare: bool | None = None,
 ) -> TextDataset:
     """IMDB reviews as id sequences in the Keras convention, with the vocabulary that decodes them.
 
@@ -101,6 +102,9 @@ def load(
         ``<data_dir>/downloads/manual``.
       cache_dir: where encoded arrays are cached; default ``rnnjax.data.cache.default_dir()``.
       download: whether preparing may download the archive.
+      prepare: whether the dataset may be prepared (written) in ``data_dir`` when it is not
+        there; default: only in TFDS' default dir, used when neither ``data_dir`` nor
+        ``$TFDS_DATA_DIR`` names one (``rnnjax.data.sources.ensure_prepared``).
 
     Returns:
       A ``TextDataset``: 25,000 train and 25,000 test sequences (fewer with ``maxlen``).
@@ -121,6 +125,7 @@ def load(
         manual_dir=manual_dir,
         cache_dir=cache_dir,
         download=download,
+        prepare=prepare,
     )
     return TextDataset.from_arrays(arrays, convention)
 

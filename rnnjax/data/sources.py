@@ -57,8 +57,16 @@ def ensure_prepared(
     data_dir: str | os.PathLike[str] | None = None,
     manual_dir: str | os.PathLike[str] | None = None,
     download: bool = True,
+    prepare: bool | None = None,
 ) -> Path:
-    """The prepared dataset directory of ``builder_cls``, preparing it first if needed.
+    """The prepared dataset directory of ``builder_cls``, preparing it first if allowed.
+
+    The rule for writing: rnnjax reads any data dir, but writes a dataset only into one it was
+    asked to write. ``prepare=True`` asks; ``prepare=None`` (the default) asks only for TFDS'
+    default data dir ``~/tensorflow_datasets``, used when neither ``data_dir`` nor
+    ``$TFDS_DATA_DIR`` names one — a data dir someone named (a shared, read-only copy, say) is
+    never written unless ``prepare=True`` says so. Permission bits are checked on top, for root
+    too: a data dir (or its nearest existing parent) without write bits is never written.
 
     Args:
       builder_cls: a builder with ``ARCHIVE`` (the file name of its source archive) and ``URL``.
@@ -66,22 +74,34 @@ def ensure_prepared(
       manual_dir: where to look for ``ARCHIVE`` before downloading it; default
         ``<data_dir>/downloads/manual`` (TFDS' default).
       download: whether the network may be used.
+      prepare: whether the dataset may be prepared in ``data_dir`` (see above).
 
     Returns:
       ``<data_dir>/<name>[/<config>]/<version>``, holding ``dataset_info.json`` and the
       array_record shards.
 
     Raises:
-      DatasetNotFoundError: not prepared, the archive is not in ``manual_dir``, and downloading
-        is off or its host cannot be reached.
+      DatasetNotFoundError: not prepared, and preparing is not allowed, or the archive is not in
+        ``manual_dir`` and downloading is off or its host cannot be reached.
       ValueError: prepared in another file format, the data dir is read-only, or the archive is
         corrupt.
     """
+    named = data_dir is not None or bool(os.environ.get("TFDS_DATA_DIR"))
     data_dir = resolve_data_dir(data_dir)
     # Without file_format, a builder takes the format of the data already there (or the default).
     target = Path(builder_cls(data_dir=os.fspath(data_dir)).data_dir)
     if not (target / "dataset_info.json").is_file():
         manual_dir = Path(manual_dir) if manual_dir else data_dir / "downloads" / "manual"
+        if not (named is False if prepare is None else prepare):
+            raise DatasetNotFoundError(
+                _not_found(
+                    builder_cls,
+                    data_dir,
+                    manual_dir,
+                    "rnnjax writes into a data dir only when asked to (prepare=True, the CLI's "
+                    "--prepare)",
+                )
+            )
         if not (manual_dir / builder_cls.ARCHIVE).is_file():
             _check_download(builder_cls, data_dir, manual_dir, download)
         _check_writable(builder_cls, data_dir)
@@ -114,6 +134,7 @@ def cached_dataset(
     manual_dir: str | os.PathLike[str] | None,
     cache_dir: str | os.PathLike[str] | None,
     download: bool,
+    prepare: bool | None = None,
 ) -> cache.Arrays:
     """A dataset's encoded arrays, through two cache levels keyed by the prepared data's identity.
 
@@ -123,11 +144,12 @@ def cached_dataset(
       tokenize: ``data_dir -> corpus arrays``, the slow part; cached per prepared dataset, so new
         ``params`` only re-run ``encode``.
       encode: ``corpus arrays -> dataset arrays``; cached per prepared dataset and ``params``.
-      data_dir, manual_dir, download: as ``ensure_prepared``.
+      data_dir, manual_dir, download, prepare: as ``ensure_prepared``.
       cache_dir: as ``cache.cached``.
     """
+    prepared = ensure_prepared(builder_cls, data_dir, manual_dir, download, prepare)
     data_dir = resolve_data_dir(data_dir)
-    source = {"source": fingerprint(ensure_prepared(builder_cls, data_dir, manual_dir, download))}
+    source = {"source": fingerprint(prepared)}
 
     def build() -> cache.Arrays:
         name = f"{builder_cls.name}-corpus"
@@ -144,9 +166,23 @@ def fingerprint(directory: Path) -> list[Any]:
 
 
 def read_split(tfds_name: str, split: str, data_dir: Path) -> list[dict[str, Any]]:
-    """Every record of a prepared split, in file order, decoded to numpy/bytes by TFDS."""
+    """Every record of a prepared split, in file order, decoded to numpy/bytes by TFDS.
+
+    Raises:
+      ValueError: a file of the split is damaged (named, with how to prepare it again).
+    """
     source = tfds.data_source(tfds_name, split=split, data_dir=os.fspath(data_dir), download=False)
-    return source.__getitems__(range(len(source)))
+    try:
+        return source.__getitems__(range(len(source)))
+    except (RuntimeError, OSError) as error:
+        dataset_dir = data_dir / tfds_name.split(":")[0]
+        shards = sorted(str(p) for p in dataset_dir.glob(f"**/*-{split}.array_record*"))
+        raise ValueError(
+            f"the prepared {tfds_name} {split} split is damaged ({', '.join(shards)}: {error}); "
+            f"delete {os.path.dirname(shards[0]) if shards else data_dir} and load again with "
+            "prepare=True (--prepare) to prepare it from the archive, or point TFDS_DATA_DIR at "
+            "an intact copy"
+        ) from None
 
 
 def archive_path(dl_manager: tfds.download.DownloadManager, archive: str, url: str) -> Path:
@@ -199,10 +235,8 @@ def _check_download(
 
 
 def _check_writable(builder_cls: type[tfds.core.DatasetBuilder], data_dir: Path) -> None:
-    """Refuses a data dir without write permission bits even where the OS would not (root), so a
-    shared read-only data dir (``../shared``) is never written to."""
-    existing = next(p for p in (data_dir, *data_dir.parents) if p.exists())
-    if not (os.access(existing, os.W_OK) and existing.stat().st_mode & 0o222):
+    """Refuses a data dir without write permission bits even where the OS would not (root)."""
+    if not cache.writable(data_dir):
         raise ValueError(
             f"cannot prepare {builder_cls.name} in the read-only TFDS data dir {data_dir}; pass "
             "data_dir= (or set TFDS_DATA_DIR to) a writable directory to prepare it there"
@@ -214,8 +248,9 @@ def _not_found(
 ) -> str:
     return (
         f"{builder_cls.name} is not prepared in the TFDS data dir {data_dir} and {reason}. "
-        f"Set TFDS_DATA_DIR (or pass data_dir=) to a data dir where it is prepared in the "
-        f"array_record format, or prepare it there: on a machine with network access the first "
-        f"load downloads {builder_cls.URL} and prepares it without TensorFlow; offline, put "
-        f"{builder_cls.ARCHIVE} in {manual_dir} (or pass manual_dir=) and load again."
+        f"Set TFDS_DATA_DIR (or pass data_dir=, the CLI's --data-dir) to a data dir where it is "
+        f"prepared in the array_record format, or prepare it into a writable one with "
+        f"prepare=True (--prepare): with network access that downloads {builder_cls.URL}; "
+        f"offline, put {builder_cls.ARCHIVE} in {manual_dir} (or pass manual_dir=, "
+        f"--manual-dir). No TensorFlow is needed."
     )
