@@ -12,15 +12,21 @@ frozen, hashable dataclass with
   for ``mode="auto"`` in EarlyStopping/ModelCheckpoint;
 * ``stats(y_true, y_pred, sample_weight=None)``: the batch's sufficient statistics, a pytree of
   float32 arrays whose shapes depend on the metric only (a mean's ``total`` and ``count``; AUC's
-  per-threshold ``tp, fp, tn, fn``). Rows with weight 0 (padding) contribute nothing;
+  per-threshold ``tp, fp, tn, fn``). Rows of weight 0 (with finite values) contribute nothing;
 * ``result(stats)``: the metric's value from statistics (a scalar, or a vector where Keras
   returns one).
 
 Statistics are additive: merging batches, epochs, devices or hosts is elementwise addition
 (``merge``; ``jax.lax.psum`` across devices), and ``result`` of the sum over an epoch is Keras'
 value after one ``update_state`` per batch, i.e. the metric over all its examples. ``zeros``
-gives the empty statistics. Keras' ``metrics=`` ignore sample weights: pass the 0/1 padding
-weights there, which changes no value (except ``ignore_class``, below).
+gives the empty statistics.
+
+Padding: Keras' unweighted ``metrics=`` count every row, so a padded batch passes its 0/1 row
+weights as ``sample_weight``, which changes no value, except that of the
+``SparseCategoricalCrossentropy`` metric with ``ignore_class``: weighted, Keras drops ignored
+elements from the count; unweighted, it averages them in as zeros. For per-step targets
+``[B, T]`` give row weights as ``[B, 1]``: Keras refuses ``[B]`` weights on per-step values
+wherever a loss mask is involved, and ``[B, 1]`` means the same everywhere else.
 
 Shape letters: B batch, T time, C classes, D features.
 """

@@ -288,6 +288,12 @@ def test_elementwise_functions_reduce_the_last_axis_only():
         chex.assert_type(values, jnp.float32)
 
 
+def test_row_weights_on_per_step_losses_need_a_trailing_axis():
+    # As in Keras: [N] weights broadcast against the last axis of an [N, T] loss (N != T).
+    with pytest.raises(ValueError, match="Incompatible shapes"):
+        losses.MeanSquaredError()(INPUTS["reg3_y"], INPUTS["reg3_p"], INPUTS["w"])
+
+
 def test_crossentropy_refuses_mismatched_shapes():
     # jnp would broadcast [N] against [N, 1] to [N, N]; Keras raises.
     with pytest.raises(ValueError, match="same shape"):
