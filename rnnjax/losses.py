@@ -243,10 +243,12 @@ def categorical_crossentropy_loss(
     return -jnp.sum(y_true * _log_probabilities(y_pred, from_logits, axis), axis=axis)
 
 
-def _sparse_categorical_crossentropy(
-    y_true, y_pred, from_logits: bool, ignore_class: int | None, axis: int
+def sparse_categorical_crossentropy_and_mask(
+    y_true, y_pred, from_logits: bool, ignore_class: int | None, axis: int = -1
 ) -> tuple[Array, Array | None]:
-    """Per-element losses and, with ``ignore_class``, the mask of the elements that count."""
+    """``sparse_categorical_crossentropy_loss`` and, with ``ignore_class``, the mask of the
+    elements that count (Keras attaches it to the losses; ``Loss`` objects and weighted metrics
+    use it)."""
     y_pred = _as_float(y_pred)
     y_true = jnp.asarray(y_true)
     if y_true.ndim == y_pred.ndim and y_true.shape[axis] == 1:
@@ -295,7 +297,9 @@ def sparse_categorical_crossentropy_loss(
     Returns:
       ``[B]`` / ``[B, T]``. A label outside ``[0, C)`` gets loss 0, as in Keras.
     """
-    return _sparse_categorical_crossentropy(y_true, y_pred, from_logits, ignore_class, axis)[0]
+    return sparse_categorical_crossentropy_and_mask(
+        y_true, y_pred, from_logits, ignore_class, axis
+    )[0]
 
 
 def mean_squared_error(y_true, y_pred) -> Array:
@@ -627,7 +631,7 @@ class SparseCategoricalCrossentropy(_FunctionLoss):
 
     def values_and_mask(self, y_true: Array, y_pred: Array) -> tuple[Array, Array | None]:
         y_true, y_pred = squeeze_or_expand_to_same_rank(y_true, y_pred)
-        return _sparse_categorical_crossentropy(
+        return sparse_categorical_crossentropy_and_mask(
             y_true, y_pred, self.from_logits, self.ignore_class, self.axis
         )
 

@@ -262,7 +262,7 @@ def binary_accuracy(y_true, y_pred, threshold: float = 0.5) -> Array:
 def categorical_accuracy(y_true, y_pred) -> Array:
     """``keras.metrics.categorical_accuracy``: ``argmax(y_true) == argmax(y_pred)`` over the last
     axis, ties to the first index: one-hot ``[B, C]`` -> ``[B]``, ``[B, T, C]`` -> ``[B, T]``."""
-    y_pred = losses._as_float(y_pred)
+    y_pred = jnp.asarray(y_pred)
     labels = _argmax(jnp.asarray(y_true)).astype(y_pred.dtype)
     shape = labels.shape
     squeezed = labels.ndim == y_pred.ndim
@@ -276,7 +276,7 @@ def sparse_categorical_accuracy(y_true, y_pred) -> Array:
     """``keras.metrics.sparse_categorical_accuracy``: ``label == argmax(y_pred)``, ties to the
     first index. Labels ``[B]``/``[B, 1]`` with ``y_pred [B, C]`` -> ``[B]``; per step
     ``[B, T]`` with ``[B, T, C]`` -> ``[B, T]``."""
-    y_pred = losses._as_float(y_pred)
+    y_pred = jnp.asarray(y_pred)
     labels = jnp.asarray(y_true).astype(y_pred.dtype)
     shape = labels.shape
     squeezed = labels.ndim == y_pred.ndim and labels.shape[-1] == 1
@@ -308,7 +308,7 @@ def _top_k_matches(labels: Array, y_pred: Array, k: int) -> Array:
 def top_k_categorical_accuracy(y_true, y_pred, k: int = 5) -> Array:
     """``keras.metrics.top_k_categorical_accuracy``: the one-hot label among the ``k`` highest
     scores (ties count as hits): ``[B, C]`` -> ``[B]``, ``[B, T, C]`` -> ``[B, T]``."""
-    y_pred = losses._as_float(y_pred)
+    y_pred = jnp.asarray(y_pred)
     labels = _argmax(jnp.asarray(y_true).astype(y_pred.dtype))
     return _top_k_matches(labels, y_pred, k)
 
@@ -317,7 +317,7 @@ def sparse_top_k_categorical_accuracy(y_true, y_pred, k: int = 5) -> Array:
     """``keras.metrics.sparse_top_k_categorical_accuracy``: the integer label among the ``k``
     highest scores (ties count as hits): labels ``[B]`` -> ``[B]``, ``[B, 1]`` -> ``[B, 1]``,
     ``[B, T]`` with ``y_pred [B, T, C]`` -> ``[B, T]``."""
-    y_pred = losses._as_float(y_pred)
+    y_pred = jnp.asarray(y_pred)
     return _top_k_matches(jnp.asarray(y_true).astype(jnp.int32), y_pred, k)
 
 
@@ -572,7 +572,7 @@ class SparseCategoricalCrossentropy(MeanMetric):
     direction: ClassVar[Direction] = "min"
 
     def values_and_mask(self, y_true, y_pred) -> tuple[Array, Array | None]:
-        return losses._sparse_categorical_crossentropy(
+        return losses.sparse_categorical_crossentropy_and_mask(
             y_true, y_pred, self.from_logits, self.ignore_class, self.axis
         )
 
