@@ -17,10 +17,10 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.speed_data import SHAPES, synthetic  # noqa: E402
-from rnnjax import Classifier, LayerSpec, ModelConfig, init_params  # noqa: E402
+from rnnjax import Classifier, LayerSpec, ModelConfig, init_params, losses, metrics  # noqa: E402
 from rnnjax.batches import seed_key  # noqa: E402
 from rnnjax.ensemble import fit_ensemble, stack  # noqa: E402
-from rnnjax.optimizers import get_optimizer  # noqa: E402
+from rnnjax.optimizers import rmsprop  # noqa: E402
 from rnnjax.train_state import TrainState  # noqa: E402
 
 MODELS = {"lstm8": LayerSpec("lstm", 8), "gru8": LayerSpec("gru", 8)}
@@ -50,15 +50,22 @@ def main():
                 TrainState.create(
                     model=Classifier(config),
                     params=init_params(config, init_key),
-                    tx=get_optimizer("rmsprop", 1e-4, injectable=True),
+                    tx=rmsprop(1e-4),
                     rng=dropout_key,
-                    loss="binary_crossentropy",
+                    loss=losses.BinaryCrossentropy(from_logits=True),
+                    metrics=[metrics.BinaryAccuracy(name="accuracy", threshold=0.0)],
                 )
             )
         result = fit_ensemble(
-            stack(states), train, val, seeds=list(range(k)), epochs=args.epochs, batch_size=64
+            stack(states),
+            *train,
+            validation_data=val,
+            seeds=list(range(k)),
+            epochs=args.epochs,
+            batch_size=64,
+            verbose=0,
         )
-        seconds = float(np.median([e["seconds"] for e in result.histories[0].epochs[1:]]))
+        seconds = float(np.median([e["seconds"] for e in result.histories[0][1:]]))
         per_model = seconds / k
         base = base or per_model
         print(f"| {k} | {seconds:.2f} | {per_model:.3f} | {base / per_model:.2f}× |", flush=True)

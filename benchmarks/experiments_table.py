@@ -27,6 +27,9 @@ def main():
     parser.add_argument("--only", help="comma-separated experiment names")
     parser.add_argument("--data-dir")
     parser.add_argument("--manual-dir")
+    parser.add_argument(
+        "--prepare", action="store_true", help="allow preparing a dataset in --data-dir"
+    )
     args = parser.parse_args()
     wanted = set(args.only.split(",")) if args.only else None
     rows = []
@@ -39,6 +42,7 @@ def main():
             os.path.join(args.out, name),
             data_dir=args.data_dir,
             manual_dir=args.manual_dir,
+            prepare=args.prepare or None,
             quiet=True,
         )
         metrics["wall_seconds"] = time.perf_counter() - started

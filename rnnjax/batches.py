@@ -6,11 +6,11 @@ examples, when that is not 0), weighted by its size in the epoch means. The same
 in two forms:
 
 * ``iterate_batches(x, y, batch_size, seed=, epoch=)``: numpy batches on the host, the last one
-  smaller, for a per-step loop with a progress bar.
+  smaller.
 * ``batch_indices(seed, epoch, n=, batch_size=)``: jittable ``indices [S, B]`` and
-  ``weights [S, B]`` for a dataset kept on device (``to_device``). The last batch is padded to B
-  with valid rows at weight 0, so one compiled ``lax.scan`` over the S steps can
-  ``gather_batch`` every step, and weight-averaged losses and metrics equal Keras' means.
+  ``valid [S, B]`` for a dataset kept on device (``ArrayData``, ``IndexedBatches``). The last
+  batch is padded to B with rows that count nowhere (``valid`` 0), so one compiled loop over the
+  S steps gathers every step's batch, and every logged value is Keras' over the real examples.
 
 Epoch ``e`` visits the rows in the order ``epoch_permutation(seed, e, n)``:
 ``jax.random.permutation(jax.random.fold_in(jax.random.key(seed), e), n)`` with the threefry2x32
@@ -26,11 +26,12 @@ from __future__ import annotations
 import math
 import operator
 from collections.abc import Iterator
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import struct
 
 Array = jax.Array
 
@@ -101,66 +102,170 @@ def epoch_permutation(seed: int, epoch: int, n: int) -> np.ndarray:
 
 
 def iterate_batches(
-    x: np.ndarray,
-    y: np.ndarray,
+    x: Any,
+    y: Any,
     batch_size: int = 32,
     *,
     seed: int = 0,
     epoch: int = 0,
     shuffle: bool = True,
-) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+) -> Iterator[tuple[Any, Any]]:
     """Keras-style host batches of one epoch: ``ceil(N / B)`` of them, the last one smaller when
     ``B`` does not divide ``N``; the same rows in the same order as ``batch_indices``.
 
     Args:
-      x: ``[N, ...]``.
-      y: ``[N, ...]``.
+      x: inputs, a pytree of arrays ``[N, ...]``.
+      y: targets, a pytree of arrays ``[N, ...]``.
       batch_size: B.
       seed, epoch, shuffle: as ``batch_indices``.
 
     Yields:
       ``(x[rows], y[rows])`` with ``len(rows) == B``, except ``N - (S - 1) * B`` for the last.
     """
-    n = len(x)
-    if len(y) != n:
-        raise ValueError(f"x has {n} examples but y has {len(y)}")
+    n = num_examples({"x": x, "y": y})
     indices, _ = _jit_batch_indices(
         seed_key(seed), epoch, n=n, batch_size=batch_size, shuffle=shuffle
     )
     for step, rows in enumerate(np.asarray(indices)):
         rows = rows[: n - step * len(rows)]  # the last step drops its padding
-        yield x[rows], y[rows]
+        yield jax.tree.map(lambda a, r=rows: np.asarray(a)[r], (x, y))
 
 
-class DeviceData(NamedTuple):
-    """A whole dataset held on device once.
+class IndexedBatches(struct.PyTreeNode):
+    """An epoch's batches of a dataset held whole on device, gathered step by step.
 
     Attributes:
-      x: int32 ``[N, T]`` padded id sequences.
-      y: ``[N]`` labels (int32) or targets (float32).
+      data: ``{"x": inputs, "y": targets[, "sample_weight": w]}``, leaves ``[N, ...]``.
+      indices: int32 ``[S, B]``, the rows of each step (``batch_indices``).
+      valid: float32 ``[S, B]``, 0 on the padding of the last step.
+      sharding: how a batch is split over devices (None: one device).
     """
 
-    x: Array
-    y: Array
+    data: dict
+    indices: Array
+    valid: Array
+    sharding: Any = struct.field(pytree_node=False, default=None)
+
+    @property
+    def num_steps(self) -> int:
+        return self.indices.shape[-2]
+
+    def at(self, step) -> dict:
+        """The batch of step ``step``: ``data``'s rows ``indices[step]`` and their ``valid``."""
+        rows = self.indices[step]
+        batch = jax.tree.map(lambda leaf: jnp.take(leaf, rows, axis=0), self.data)
+        return _constrain({**batch, "valid": self.valid[step]}, self.sharding)
 
 
-def to_device(x: np.ndarray, y: np.ndarray, device: Any = None) -> DeviceData:
-    """Puts ``x`` (as int32) and ``y`` (int32, or float32 when floating) on ``device`` (default:
-    JAX's default device)."""
-    x, y = np.asarray(x), np.asarray(y)
-    if len(x) != len(y):
-        raise ValueError(f"x has {len(x)} examples but y has {len(y)}")
-    if x.ndim != 2 or not np.issubdtype(x.dtype, np.integer):
-        raise ValueError(
-            f"x must be integer [N, T] (pad_sequences output), got {x.dtype} {x.shape}"
+class StackedBatches(struct.PyTreeNode):
+    """Batches already formed on the host and stacked: every leaf ``[K, B, ...]``, with
+    ``"valid"`` ``[K, B]`` (a streamed chunk of an epoch)."""
+
+    batches: dict
+    sharding: Any = struct.field(pytree_node=False, default=None)
+
+    @property
+    def num_steps(self) -> int:
+        return self.batches["valid"].shape[0]
+
+    @property
+    def valid(self) -> Array:
+        return self.batches["valid"]
+
+    def at(self, step) -> dict:
+        return _constrain(jax.tree.map(lambda leaf: leaf[step], self.batches), self.sharding)
+
+
+class ArrayData:
+    """A dataset of arrays held whole on device, cut into each epoch's batches (Keras'
+    ``ArrayDataAdapter``): ``steps = ceil(N / B)`` a epoch, in the order ``batch_indices`` gives.
+
+    Args:
+      data: ``{"x", "y"[, "sample_weight"]}`` (or ``{"x"}`` to predict), leaves ``[N, ...]`` on
+        device.
+      batch_size: B (more than N means N).
+      key: the shuffling key (``seed_key(seed)``); None when not shuffling.
+      shuffle: a new order every epoch, else ``0 .. N-1``.
+      sharding: a batch's split over devices (None: one device); the indices are replicated.
+    """
+
+    def __init__(self, data: dict, batch_size: int, key, shuffle: bool, sharding=None):
+        self.data = data
+        self.n = num_examples(data)
+        self.batch_size = min(batch_size, self.n)
+        self.steps = steps_per_epoch(self.n, self.batch_size)
+        self.key = key if key is not None else seed_key(0)
+        self.shuffle = shuffle
+        self.sharding = sharding
+
+    def epoch(self, epoch: int) -> IndexedBatches:
+        indices, valid = _jit_batch_indices(
+            self.key, epoch, n=self.n, batch_size=self.batch_size, shuffle=self.shuffle
         )
-    y = y.astype(np.float32 if np.issubdtype(y.dtype, np.floating) else np.int32)
-    return DeviceData(jax.device_put(x.astype(np.int32), device), jax.device_put(y, device))
+        if self.sharding is not None:
+            replicated = jax.sharding.NamedSharding(
+                self.sharding.mesh, jax.sharding.PartitionSpec()
+            )
+            indices, valid = jax.device_put((indices, valid), replicated)
+        return IndexedBatches(self.data, indices, valid, self.sharding)
+
+    def chunks(self, epoch: int, first_step: int, chunk: int | None):
+        """``(batches, start, stop, offset)`` covering steps ``first_step .. steps - 1``:
+        the epoch's ``IndexedBatches`` each time, in runs of ``chunk`` steps (None: one run);
+        global step = ``offset + `` local step (``offset`` is 0 here)."""
+        batches = self.epoch(epoch)
+        step = first_step
+        while step < self.steps:
+            stop = self.steps if chunk is None else min(step + chunk, self.steps)
+            yield batches, step, stop, 0
+            step = stop
+
+    def example_batches(self) -> IndexedBatches:
+        """Batches shaped like every epoch's (for tracing)."""
+        return self.epoch(0)
 
 
-def gather_batch(data: DeviceData, rows: Array) -> tuple[Array, Array]:
-    """``(x [B, T], y [B])`` of ``rows [B]`` (one row of ``batch_indices``), gathered on device."""
-    return jnp.take(data.x, rows, axis=0), jnp.take(data.y, rows, axis=0)
+def _constrain(batch: dict, sharding) -> dict:
+    return batch if sharding is None else jax.lax.with_sharding_constraint(batch, sharding)
+
+
+def num_examples(tree: Any, name: str = "data") -> int:
+    """N, the leading size every leaf of ``tree`` shares.
+
+    Raises:
+      ValueError: a leaf is a scalar, or two leaves disagree (both named).
+    """
+    sizes = {}
+    for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
+        shape = np.shape(leaf)
+        where = f"{name}{jax.tree_util.keystr(path)}"
+        if not shape:
+            raise ValueError(f"{where} is a scalar; every array needs a leading example axis")
+        sizes[where] = shape[0]
+    if not sizes:
+        raise ValueError(f"{name} holds no arrays")
+    first_name, first = next(iter(sizes.items()))
+    for where, n in sizes.items():
+        if n != first:
+            raise ValueError(
+                f"{where} has {n} examples but {first_name} has {first}; they must match"
+            )
+    return next(iter(sizes.values()))
+
+
+def to_device(tree: Any, device: Any = None) -> Any:
+    """``tree``'s arrays on ``device`` (default: JAX's), 64-bit numbers narrowed to 32 bits as
+    JAX computes them."""
+
+    def put(leaf):
+        leaf = np.asarray(leaf)
+        if leaf.dtype == np.float64:
+            leaf = leaf.astype(np.float32)
+        elif leaf.dtype in (np.int64, np.uint64):
+            leaf = leaf.astype(np.int32)
+        return jax.device_put(leaf, device)
+
+    return jax.tree.map(put, tree)
 
 
 def _permutation(seed: int | Array, epoch: int | Array, n: int) -> Array:

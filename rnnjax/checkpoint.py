@@ -1,22 +1,26 @@
-"""Orbax checkpoints of a run: the best by the monitored metric and the latest, with the config.
+"""Orbax checkpoints as callbacks: ``ModelCheckpoint`` (the best epoch's weights, Keras'
+``save_best_only``) and ``BackupAndRestore`` (the whole run, for an exact resume), and
+``load_model``.
 
-``<dir>/best/<epoch>/``: the parameters of the best epoch so far (Keras
-``ModelCheckpoint(save_best_only=True)``), with the monitored value as Orbax metrics.
-``<dir>/latest/<step>/``: the whole ``TrainState``, the best epoch's parameters and the host-side
-loop state, for resuming; the two newest are kept. Both hold the run's config as JSON, so
-``load_model(dir)`` rebuilds the model from the directory alone.
+Layout: ``<ModelCheckpoint dir>/<epoch>/`` holds ``params`` (and ``model_state`` when the model
+has one), the monitored value as Orbax metrics and an optional JSON ``config`` that rebuilds the
+model; ``<BackupAndRestore dir>/<step>/`` holds the ``TrainState``, the loop's position and every
+callback's state; the two newest are kept.
 
 Integrity. Orbax writes each checkpoint in a temporary directory and renames it when complete, so
 a crash mid-save leaves the previous one intact. After Orbax has committed a checkpoint, a
 manifest (``rnnjax-manifest.json``: every file's size and SHA-256) is written into it, last and
-atomically. A checkpoint is trusted only when its manifest is there and every file matches it:
-one without a manifest was cut short, one that differs was damaged on disk. Resuming falls back
-to the newest intact latest checkpoint (removing newer, untrustworthy ones and saying so);
-``load_model`` refuses a damaged best checkpoint with one line naming the file.
+atomically, by a thread that waits for the save; a checkpoint is trusted only when its manifest is
+there and every file matches it: one without a manifest was cut short, one that differs was
+damaged on disk. A resume falls back to the newest intact backup (removing newer, untrustworthy
+ones and saying so); ``load_model`` refuses a damaged checkpoint with one line naming the file.
 
-The best checkpoint is derived data: the latest checkpoint records which epoch is best and
-carries its parameters, so after any resume ``reconcile_best`` makes ``best/`` hold exactly that
-epoch — whether it was lost, damaged, or newer than the position resumed from.
+The best checkpoint is derived data: ``ModelCheckpoint``'s state (the best epoch, its value and
+its weights) is part of the backup, so after any resume the directory is made to hold exactly
+that epoch again — whether it was lost, damaged, or newer than the position resumed from.
+
+Each callback claims its directory (``rnnjax.workdir.Claim``) for the length of ``fit``: a second
+run writing there fails at once naming the holder.
 """
 
 from __future__ import annotations
@@ -24,14 +28,17 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 import warnings
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
+from rnnjax.callbacks import Callback
 from rnnjax.early_stopping import is_improvement
-from rnnjax.models import Classifier, ModelConfig, init_params
+from rnnjax.train_state import TrainState
 from rnnjax.workdir import Claim, write_atomic
 
 MANIFEST = "rnnjax-manifest.json"
@@ -84,222 +91,444 @@ def _digests(step_dir: str) -> dict[str, list]:
     return digests
 
 
-def _manager(directory: str, **options: Any) -> ocp.CheckpointManager:
-    return ocp.CheckpointManager(
-        directory,
-        options=ocp.CheckpointManagerOptions(create=True, cleanup_tmp_directories=True, **options),
-    )
+class _Store:
+    """One checkpoint directory: an Orbax manager, its claim, and the sealing of each save (the
+    manifest written by a thread once Orbax has committed it)."""
+
+    def __init__(self, directory: str, **options: Any):
+        self.directory = os.path.abspath(directory)
+        self._claim = Claim.hold(self.directory)
+        self.manager = ocp.CheckpointManager(
+            self.directory,
+            options=ocp.CheckpointManagerOptions(
+                create=True, cleanup_tmp_directories=True, **options
+            ),
+        )
+        self._sealer: threading.Thread | None = None
+
+    def steps(self) -> list[int]:
+        self.seal()
+        return sorted(self.manager.all_steps())
+
+    def step_dir(self, step: int) -> str:
+        return os.path.join(self.directory, str(step))
+
+    def save(self, step: int, items: dict, metrics: dict | None = None) -> None:
+        self.seal()
+        if step in self.manager.all_steps():
+            self.manager.delete(step)  # the same position saved again (a resumed interrupt)
+        self.manager.save(step, args=ocp.args.Composite(**items), metrics=metrics)
+
+        def seal_when_committed():
+            self.manager.wait_until_finished()
+            if os.path.isdir(self.step_dir(step)):  # max_to_keep may already have removed it
+                write_manifest(self.step_dir(step))
+
+        self._sealer = threading.Thread(target=seal_when_committed, daemon=True)
+        self._sealer.start()
+
+    def seal(self) -> None:
+        """Waits until the last save is committed and its manifest written."""
+        if self._sealer is not None:
+            self._sealer.join()
+            self._sealer = None
+
+    def delete(self, step: int) -> None:
+        self.seal()
+        self.manager.delete(step)
+
+    def restore(self, step: int, items: dict) -> dict:
+        self.seal()
+        return self.manager.restore(step, args=ocp.args.Composite(**items))
+
+    def close(self) -> None:
+        try:
+            self.seal()
+            self.manager.wait_until_finished()
+        finally:
+            self.manager.close()
+            self._claim.release()
 
 
-class Checkpoints:
-    """The best and latest checkpoints of one run directory, which it holds exclusively (a second
-    ``Checkpoints`` on the same directory in another process fails) until ``close()``."""
+def _abstract(tree: Any) -> Any:
+    return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
+
+
+class ModelCheckpoint(Callback):
+    """``keras.callbacks.ModelCheckpoint`` saving the weights into ``directory/<epoch>/``.
+
+    ``save_best_only=True`` keeps only the best epoch by ``monitor`` (Keras' rule: the first epoch
+    always saves, even NaN; later ones when strictly better than the best so far, or
+    ``initial_value_threshold``; a missing monitor warns once and saves); otherwise the newest
+    epoch is kept. ``config`` (JSON) is stored beside the weights so ``load_model`` can rebuild
+    the model; a run's experiment config does this. ``verbose=1`` prints Keras' messages.
+
+    A directory holding another run's checkpoints is an error before the first epoch, unless a
+    restored ``BackupAndRestore`` claims them (then the directory is made to hold exactly the
+    restored best epoch) or ``overwrite=True`` (they are replaced as epochs end).
+    """
 
     def __init__(
         self,
         directory: str,
         monitor: str = "val_loss",
-        direction: str = "min",
-        keep_latest: int = 2,
+        verbose: int = 0,
+        save_best_only: bool = False,
+        mode: str = "auto",
+        initial_value_threshold: float | None = None,
+        config: dict | None = None,
+        overwrite: bool = False,
     ):
-        if keep_latest < 1:
-            raise ValueError(f"keep_latest must be >= 1, got {keep_latest}")
         self.directory = os.path.abspath(directory)
-        self.monitor = monitor
-        self.direction = direction
-        self._claim = Claim.hold(self.directory)
-        self._best = _manager(
-            os.path.join(self.directory, "best"),
-            max_to_keep=1,
-            best_fn=lambda metrics: metrics[monitor],
-            best_mode=direction,
-        )
-        self._latest = _manager(os.path.join(self.directory, "latest"), max_to_keep=keep_latest)
-        self._unsealed: list[tuple[ocp.CheckpointManager, int]] = []
+        self.overwrite = overwrite
+        self.monitor, self.verbose, self.mode = monitor, verbose, mode
+        self.save_best_only = save_best_only
+        self.initial_value_threshold = initial_value_threshold
+        self.config = config
+        self.best = initial_value_threshold
         self.best_epoch: int | None = None
-        self.best_value: float | None = None
-        self._warned_missing = False
+        self._best_params: Any = None
+        self._best_model_state: Any = None
+        self._store: _Store | None = None
+        self._foreign: list[int] = []
+        self._warned = False
 
-    @property
-    def latest_step(self) -> int | None:
-        """Optimizer steps of the newest latest checkpoint (None before the first save)."""
-        return self._latest.latest_step()
+    def on_train_begin(self, logs=None):
+        self._direction = self.loop.monitor_direction(self.monitor, self.mode)
+        options = {"max_to_keep": 1}
+        if self.save_best_only:
+            options.update(best_fn=lambda m: m[self.monitor], best_mode=self._direction)
+        self._store = _Store(self.directory, **options)
+        self.best, self.best_epoch = self.initial_value_threshold, None
+        self._best_params = self._best_model_state = None
+        # Checkpoints of another run are an error, unless a restored backup claims them.
+        self._foreign = [] if self.overwrite else self._store.steps()
 
-    def is_new_best(self, logs: dict[str, float]) -> bool:
-        """Keras ``ModelCheckpoint(save_best_only=True)``: the first epoch always saves, later
-        ones only when strictly better than the best saved; a missing metric saves anyway (with
-        a warning, once)."""
+    def on_epoch_begin(self, epoch, logs=None):
+        if self._foreign:
+            raise ValueError(
+                f"{self.directory} holds another run's checkpoints (epochs "
+                f"{', '.join(str(s + 1) for s in self._foreign)}); resume that run "
+                "(BackupAndRestore, --resume) or use an empty directory"
+            )
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
         current = logs.get(self.monitor)
-        if current is None:
-            if not self._warned_missing:
-                self._warned_missing = True
-                warnings.warn(
-                    f"Can save best model only with {self.monitor} available; the logs have "
-                    f"{', '.join(sorted(logs))}",
-                    stacklevel=2,
+        if self.save_best_only:
+            if current is None:
+                if not self._warned:
+                    self._warned = True
+                    warnings.warn(
+                        f"Can save best model only with {self.monitor} available; the logs "
+                        f"have {', '.join(sorted(logs))}",
+                        stacklevel=2,
+                    )
+            elif not is_improvement(float(current), self.best, self._direction, 0.0):
+                if self.verbose and self.loop.primary:
+                    print(
+                        f"\nEpoch {epoch + 1}: {self.monitor} did not improve from {self.best:.5f}"
+                    )
+                return
+            if self.verbose and self.loop.primary:
+                previous = "None" if self.best is None else f"{self.best:.5f}"
+                print(
+                    f"\nEpoch {epoch + 1}: {self.monitor} improved from {previous} to "
+                    f"{float(current):.5f}, saving model to {self.directory}/{epoch}"
                 )
-            return True
-        return is_improvement(current, self.best_value, self.direction, 0.0)
-
-    def save_best(self, epoch: int, params: Any, logs: dict[str, float], config: dict) -> None:
-        self.seal()
+        if current is not None:
+            self.best = float(current)
         self.best_epoch = epoch
-        self.best_value = float(logs.get(self.monitor, float("nan")))
-        self._best.save(
-            epoch,
-            args=ocp.args.Composite(
-                params=ocp.args.StandardSave(params), config=ocp.args.JsonSave(config)
-            ),
-            metrics={self.monitor: self.best_value},
+        self._best_params = self.loop.snapshot_params()
+        self._best_model_state = self.loop.state.model_state
+        self._save()
+
+    def _save(self):
+        items = {"params": ocp.args.StandardSave(self._best_params)}
+        if jax.tree.leaves(self._best_model_state):
+            items["model_state"] = ocp.args.StandardSave(self._best_model_state)
+        if self.config is not None:
+            items["config"] = ocp.args.JsonSave(self.config)
+        value = float("nan") if self.best is None else self.best
+        self._store.save(self.best_epoch, items, metrics={self.monitor: value})
+
+    def on_train_end(self, logs=None):
+        self.release()
+
+    def release(self) -> None:
+        if self._store is not None:
+            store, self._store = self._store, None
+            store.close()
+
+    def checkpoint_state(self) -> dict:
+        return {
+            "best": self.best,
+            "best_epoch": self.best_epoch,
+            "warned": self._warned,
+            "params": self._best_params,
+            "model_state": self._best_model_state or None,
+        }
+
+    def restore_state(self, state):
+        """Takes the resumed position's best epoch back and makes the directory hold exactly it:
+        other epochs (saved after that position) are removed, a lost or damaged one rewritten."""
+        self.best, self.best_epoch, self._warned = (
+            state["best"],
+            state["best_epoch"],
+            state["warned"],
         )
-        self._unsealed.append((self._best, epoch))
+        self._best_params = state["params"]
+        self._best_model_state = state["model_state"] or {}
+        self._foreign = []
+        for step in self._store.steps():
+            if step != self.best_epoch or damage(self._store.step_dir(step)) is not None:
+                self._store.delete(step)
+        if self.best_epoch is not None and self.best_epoch not in self._store.steps():
+            self._save()
 
-    def save_latest(
-        self, step: int, state: Any, arrays: dict[str, Any], loop: dict, config: dict
-    ) -> None:
-        """``state``: the ``TrainState`` pytree; ``arrays``: named pytrees (best weights) saved
-        beside it; ``loop``: JSON host state (position, history, early stopping, the best
-        checkpoint's epoch and value)."""
-        self.seal()
-        if step in self._latest.all_steps():
-            self._latest.delete(step)  # the same position saved again (a resumed interrupt)
-        items = dict(
-            state=ocp.args.StandardSave(state),
-            loop=ocp.args.JsonSave(loop | {"best_checkpoint": [self.best_epoch, self.best_value]}),
-            config=ocp.args.JsonSave(config),
-        )
-        items.update({name: ocp.args.StandardSave(tree) for name, tree in arrays.items()})
-        self._latest.save(step, args=ocp.args.Composite(**items))
-        self._unsealed.append((self._latest, step))
 
-    def seal(self) -> None:
-        """Waits for the saves in flight and writes the manifests of the checkpoints they
-        committed. Cheap when nothing is in flight; ``fit`` calls it while an epoch computes."""
-        for manager in {id(m): m for m, _ in self._unsealed}.values():
-            manager.wait_until_finished()
-        for manager, step in self._unsealed:
-            step_dir = os.path.join(manager.directory, str(step))
-            if os.path.isdir(step_dir):  # max_to_keep may already have removed it
-                write_manifest(step_dir)
-        self._unsealed = []
+class BackupAndRestore(Callback):
+    """``keras.callbacks.BackupAndRestore``, exact: after every epoch (and at an interrupt inside
+    one) it saves the ``TrainState``, the loop's position, the partial epoch's statistics and
+    every callback's ``checkpoint_state`` into ``directory/<step>/``; at the start of ``fit`` it
+    restores the newest intact backup, so the run continues as if never stopped (shuffling and
+    dropout depend only on the seed, epoch and step). A run that had stopped (early stopping, a
+    non-finite loss) or done every epoch only finishes; a larger ``epochs`` extends a run that
+    used its budget. The backup is kept at the end (``--resume`` after a finished run rewrites
+    the same outputs).
 
-    def restore_latest(self, like_state: Any, like_arrays: dict[str, Any]) -> tuple | None:
-        """``(state, arrays, loop)`` of the newest intact latest checkpoint, restored into the
-        structure (and static fields) of ``like_state`` and ``like_arrays`` (name -> pytree of
-        the arrays that may have been saved beside the state); None when there is none.
+    Raises (from ``fit``):
+      CheckpointError: backups exist, none is intact, and some are damaged.
+      ValueError: the backup was made with another batch size, seed or data size.
+    """
 
-        Newer checkpoints that are incomplete or damaged are removed, with a warning naming them.
-        When every checkpoint is incomplete (the run was killed before one was sealed), they are
-        removed and None is returned: the run starts over, which ends as it would have.
+    order = 20
 
-        Raises:
-          CheckpointError: checkpoints exist, none is intact, and some are damaged.
-        """
-        self.seal()
-        steps = sorted(self._latest.all_steps(), reverse=True)
+    def __init__(self, directory: str, keep: int = 2):
+        if keep < 1:
+            raise ValueError(f"keep must be >= 1, got {keep}")
+        self.directory = os.path.abspath(directory)
+        self.keep = keep
+        self._store: _Store | None = None
+        self.restored_step: int | None = None
+
+    def on_train_begin(self, logs=None):
+        self._store = _Store(self.directory, max_to_keep=self.keep)
+        self.restored_step = None
+        step = self._newest_intact()
+        if step is not None:
+            self._restore(step)
+
+    def _newest_intact(self) -> int | None:
+        steps = sorted(self._store.steps(), reverse=True)
         untrusted = {}
         for step in steps:
-            step_dir = os.path.join(self._latest.directory, str(step))
-            reason = damage(step_dir)
+            reason = damage(self._store.step_dir(step))
             if reason is None:
                 break
             untrusted[step] = reason
         else:
             step = None
+        base = os.path.basename(self.directory)
         if untrusted and step is None and any(r != INCOMPLETE for r in untrusted.values()):
             raise CheckpointError(
-                f"no intact checkpoint to resume from under {self._latest.directory}: "
-                f"{'; '.join(f'latest/{s}: {r}' for s, r in untrusted.items())}; start a new "
+                f"no intact checkpoint to resume from under {self.directory}: "
+                f"{'; '.join(f'{base}/{s}: {r}' for s, r in untrusted.items())}; start a new "
                 "run (another --workdir)"
             )
         for bad in untrusted:
-            self._latest.delete(bad)
+            self._store.delete(bad)
         if untrusted:
-            removed = "; ".join(f"latest/{s} ({r})" for s, r in untrusted.items())
-            start = f"resuming from latest/{step}" if step is not None else "starting over"
-            warnings.warn(f"{start}; removed {removed}", stacklevel=2)
-        if step is None:
-            return None  # only saves that never finished: the run starts from its beginning
-        step_dir = os.path.join(self._latest.directory, str(step))
-        return self._restore_step(step, step_dir, like_state, like_arrays)
+            removed = "; ".join(f"{base}/{s} ({r})" for s, r in untrusted.items())
+            start = f"resuming from {base}/{step}" if step is not None else "starting over"
+            warnings.warn(f"{start}; removed {removed}", stacklevel=3)
+        return step  # None: only saves that never finished, so the run starts from its beginning
 
-    def _restore_step(self, step, step_dir, like_state, like_arrays):
-        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like_state)
-        items = dict(state=ocp.args.StandardRestore(abstract), loop=ocp.args.JsonRestore())
-        saved = [name for name in like_arrays if os.path.isdir(os.path.join(step_dir, name))]
-        for name in saved:
-            items[name] = ocp.args.StandardRestore(
-                jax.tree.map(ocp.utils.to_shape_dtype_struct, like_arrays[name])
+    def _restore(self, step: int) -> None:
+        loop = self.loop
+        saved = self._store.restore(step, {"loop": ocp.args.JsonRestore()})["loop"]
+        _check_schedule(saved["schedule"], loop.schedule, self.directory)
+        if not saved["stop_training"] and saved["epoch"] > loop.epochs:
+            raise ValueError(
+                f"the run in {self.directory} has done {saved['epoch']} epochs; resume it with "
+                f"epochs >= {saved['epoch']}, not {loop.epochs}"
             )
-        restored = self._latest.restore(step, args=ocp.args.Composite(**items))
-        loop = dict(restored["loop"])
-        self.best_epoch, self.best_value = loop.pop("best_checkpoint", [None, None])
-        return restored["state"], {name: restored[name] for name in saved}, loop
-
-    def reconcile_best(self, params: Any, config: dict) -> None:
-        """Makes ``best/`` hold exactly the best epoch the resumed position knows (``best_epoch``,
-        whose weights are ``params``): newer epochs (saved after that position) are removed, a
-        lost or damaged best is written again."""
-        self.seal()
-        for step in self._best.all_steps():
-            step_dir = os.path.join(self._best.directory, str(step))
-            if step != self.best_epoch or damage(step_dir) is not None:
-                self._best.delete(step)
-        if self.best_epoch is None or self.best_epoch in self._best.all_steps():
-            return
-        if params is None:
-            raise CheckpointError(
-                f"{self._best.directory} lacks the best epoch {self.best_epoch + 1} and the latest "
-                "checkpoint does not carry its weights; start a new run (another --workdir)"
+        items = {"state": ocp.args.StandardRestore(_abstract(loop.state))}
+        params_like = _abstract(loop.state.params)
+        model_state_like = _abstract(loop.state.model_state)
+        for name in saved["arrays"]:
+            like = model_state_like if name.startswith("model_state") else params_like
+            items[name] = ocp.args.StandardRestore(like)
+        if saved["epoch_stats"]:
+            items["epoch_stats"] = ocp.args.StandardRestore(_abstract(loop.epoch_stats))
+        restored = self._store.restore(step, items)
+        loop.state = restored["state"]
+        loop.epoch, loop.step = saved["epoch"], saved["step"]
+        loop.stop_training = saved["stop_training"]
+        if saved["epoch_stats"]:
+            loop.epoch_stats = restored["epoch_stats"]
+        arrays = {name: restored[name] for name in saved["arrays"]}
+        by_key = _callback_keys(loop.callbacks)
+        missing = sorted(set(saved["callbacks"]) - set(by_key))
+        if missing:
+            raise ValueError(
+                f"cannot resume the run in {self.directory}: it was saved with callbacks this "
+                f"run lacks ({', '.join(missing)}); resume with the same callbacks"
             )
-        self.save_best(self.best_epoch, params, {self.monitor: self.best_value}, config)
+        for key, state in saved["callbacks"].items():
+            by_key[key].restore_state(_unpack(state, arrays))
+        self.restored_step = step
 
-    def close(self) -> None:
-        """Waits for asynchronous saves to land and be sealed, then releases the managers and the
-        directory."""
-        try:
-            self.seal()
-        finally:
-            for manager in (self._best, self._latest):
-                manager.close()
-            self._claim.release()
+    def on_epoch_end(self, epoch, logs=None):
+        self._save(position=(epoch + 1, 0), epoch_stats=None)
+
+    def on_train_end(self, logs=None):
+        if self.loop.interrupted:  # inside an epoch: its position and partial statistics
+            self._save(
+                position=(self.loop.epoch, self.loop.step), epoch_stats=self.loop.epoch_stats
+            )
+        self.release()
+
+    def release(self) -> None:
+        if self._store is not None:
+            store, self._store = self._store, None
+            store.close()
+
+    def _save(self, position: tuple[int, int], epoch_stats: Any) -> None:
+        loop = self.loop
+        arrays: dict[str, Any] = {}
+        callbacks = {}
+        for key, callback in _callback_keys(loop.callbacks).items():
+            state = callback.checkpoint_state()
+            if state:
+                callbacks[key] = _pack(state, arrays)
+        items = {
+            "state": ocp.args.StandardSave(loop.state),
+            "loop": ocp.args.JsonSave(
+                {
+                    "epoch": position[0],
+                    "step": position[1],
+                    "stop_training": loop.stop_training,
+                    "schedule": loop.schedule,
+                    "epoch_stats": epoch_stats is not None,
+                    "arrays": sorted(arrays),
+                    "callbacks": callbacks,
+                }
+            ),
+        }
+        items.update({name: ocp.args.StandardSave(tree) for name, tree in arrays.items()})
+        if epoch_stats is not None:
+            items["epoch_stats"] = ocp.args.StandardSave(epoch_stats)
+        self._store.save(int(loop.state.step), items)
+
+    def checkpoint_state(self) -> dict:
+        return {}
 
 
-def load_model(directory: str) -> tuple[Classifier, Any, dict]:
-    """``keras.models.load_model`` for a run's checkpoints: ``(model, params, config)`` of the best
-    checkpoint under ``directory`` (a run's ``checkpoints/`` folder). Reads only; never writes.
+def _callback_keys(callbacks: list[Callback]) -> dict[str, Callback]:
+    """Callbacks by class name (``EarlyStopping``, a second one ``EarlyStopping_1``, ...), so a
+    resumed run finds each saved state's callback by what it is, not where it stands."""
+    keys: dict[str, Callback] = {}
+    for callback in callbacks:
+        name = type(callback).__name__
+        count = sum(1 for k in keys if k == name or k.startswith(f"{name}_"))
+        keys[name if count == 0 else f"{name}_{count}"] = callback
+    return keys
 
-    ``config`` is the JSON stored with the checkpoint; ``config["model"]`` is the ``ModelConfig``.
+
+def _is_tree_of_arrays(value: Any) -> bool:
+    leaves = jax.tree.leaves(value)
+    return bool(leaves) and all(isinstance(x, (jax.Array, np.ndarray)) for x in leaves)
+
+
+def _pack(state: dict, arrays: dict) -> dict:
+    """``state`` with its array pytrees moved into ``arrays`` (once per object: callbacks that
+    keep the same epoch's weights share one copy) and replaced by references."""
+    packed = {}
+    for key, value in state.items():
+        if isinstance(value, dict | list | tuple) and _is_tree_of_arrays(value):
+            prefix = "model_state" if key == "model_state" else "params"
+            name = next((n for n, tree in arrays.items() if tree is value), None)
+            if name is None:
+                name = f"{prefix}_{len(arrays)}"
+                arrays[name] = value
+            packed[key] = {"$arrays": name}
+        else:
+            packed[key] = value
+    return packed
+
+
+def _unpack(state: dict, restored: dict) -> dict:
+    return {
+        key: restored[value["$arrays"]] if isinstance(value, dict) and "$arrays" in value else value
+        for key, value in state.items()
+    }
+
+
+def _check_schedule(saved: dict, current: dict, directory: str) -> None:
+    """A resumed run continues the saved one only with the same batches (size, seed, data)."""
+    changed = [f"{k} {saved.get(k)} -> {current[k]}" for k in current if saved.get(k) != current[k]]
+    if changed:
+        raise ValueError(
+            f"cannot resume the run in {directory}: its checkpoint was made with another "
+            f"schedule ({', '.join(changed)}); resume with the same arguments or start a new run"
+        )
+
+
+def load_model(directory: str, state: TrainState | None = None) -> TrainState:
+    """``keras.models.load_model``: the newest (the best, with ``save_best_only``) checkpoint of a
+    ``ModelCheckpoint`` directory, as a ``TrainState`` that ``evaluate`` and ``predict`` take.
+    Reads only; never writes.
+
+    Args:
+      directory: a ``ModelCheckpoint`` directory, or a run's ``checkpoints/`` (its ``best/``).
+      state: restore the weights into this state (a custom model's: any structure); without it
+        the checkpoint's ``config`` must describe an experiment (``rnnjax.experiment``), which
+        rebuilds the model, its optimizer, loss and metrics.
 
     Raises:
-      CheckpointError: there is no best checkpoint, or it is incomplete or damaged.
+      CheckpointError: no checkpoint, or it is incomplete or damaged.
     """
-    best = os.path.join(os.path.abspath(directory), "best")
-    steps = sorted(int(name) for name in _listdir(best) if name.isdigit())
+    directory = os.path.abspath(directory)
+    if os.path.isdir(os.path.join(directory, "best")):
+        directory = os.path.join(directory, "best")
+    steps = sorted(int(name) for name in _listdir(directory) if name.isdigit())
     if not steps:
         raise CheckpointError(
-            f"no best checkpoint under {directory!r}; pass a run's checkpoints/ directory"
+            f"no checkpoint under {directory!r}; pass a ModelCheckpoint directory or a run's "
+            "checkpoints/"
         )
-    step_dir = os.path.join(best, str(steps[-1]))
+    step_dir = os.path.join(directory, str(steps[-1]))
     reason = damage(step_dir)
     if reason is not None:
         raise CheckpointError(
-            f"the best checkpoint {step_dir} cannot be trusted: {reason}; resume the run "
-            "(--resume) to rewrite it from its latest checkpoint"
+            f"the checkpoint {step_dir} cannot be trusted: {reason}; resume the run "
+            "(--resume) to rewrite it from its latest backup"
         )
     checkpointer = ocp.Checkpointer(ocp.CompositeCheckpointHandler())
     try:
-        config = checkpointer.restore(
-            step_dir, args=ocp.args.Composite(config=ocp.args.JsonRestore())
-        )["config"]
-        model_config = ModelConfig.from_dict(config["model"])
-        abstract = jax.eval_shape(lambda: init_params(model_config, jax.random.key(0)))
-        params = checkpointer.restore(
-            step_dir, args=ocp.args.Composite(params=ocp.args.StandardRestore(abstract))
-        )["params"]
+        if state is None:
+            if not os.path.isdir(os.path.join(step_dir, "config")):
+                raise CheckpointError(
+                    f"{step_dir} has no config to rebuild the model from; pass the model's "
+                    "state: load_model(directory, state)"
+                )
+            config = checkpointer.restore(
+                step_dir, args=ocp.args.Composite(config=ocp.args.JsonRestore())
+            )["config"]
+            from rnnjax.experiment import Experiment, create_state  # the recipe's model
+
+            experiment = Experiment.from_dict(config)
+            state = create_state(experiment, experiment.train.seed)
+        items = {"params": ocp.args.StandardRestore(_abstract(state.params))}
+        has_model_state = os.path.isdir(os.path.join(step_dir, "model_state"))
+        if has_model_state:
+            items["model_state"] = ocp.args.StandardRestore(_abstract(state.model_state))
+        restored = checkpointer.restore(step_dir, args=ocp.args.Composite(**items))
     finally:
         checkpointer.close()
-    return Classifier(model_config), params, config
+    model_state = restored["model_state"] if has_model_state else state.model_state
+    return state.replace(params=restored["params"], model_state=model_state)
 
 
 def _listdir(path: str) -> list[str]:

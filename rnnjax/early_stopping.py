@@ -1,13 +1,16 @@
-"""Keras ``EarlyStopping`` as an immutable record: ``update(epoch, logs)`` returns the next one.
+"""Keras' ``EarlyStopping``: the rule as an immutable record (``EarlyStoppingState``) and the
+callback that applies it each epoch and restores the best weights at the end.
 
-The rule is Keras 3's (keras/src/callbacks/early_stopping.py), which differs from
-``flax.training.early_stopping`` (that one stops an epoch later for ``patience >= 1``):
+The rule is Keras 3.15's (keras/src/callbacks/early_stopping.py, monitor_callback.py), which
+differs from ``flax.training.early_stopping`` (that one stops an epoch later for
+``patience >= 1``):
 
 * an epoch whose monitored value is missing (warned about once), or earlier than
   ``start_from_epoch``, is skipped;
 * ``wait`` is incremented *before* comparing; an improvement (strictly better than the best by
-  more than ``min_delta``; the first value always improves; NaN never does after that) resets it to
-  0, unless a ``baseline`` is set and the value does not also beat the baseline;
+  more than ``|min_delta|``, compared in float32; the first value always improves; NaN never does
+  after that) resets it to 0, unless a ``baseline`` is set and the value does not also beat the
+  baseline;
 * otherwise training stops once ``wait >= patience`` (never at epoch 0);
 * at the end of training the best weights are restored whenever ``restore_best_weights`` is set and
   a best exists, whether or not training stopped early.
@@ -17,55 +20,42 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
-from typing import Literal
+from typing import Any, Literal
 
-Mode = Literal["auto", "min", "max"]
-# Metrics rnnjax logs and whether larger is better (Keras' metric _direction).
-METRIC_DIRECTIONS = {"loss": "min", "accuracy": "max", "acc": "max"}
+import numpy as np
 
+from rnnjax.callbacks import Callback
 
-def monitor_direction(monitor: str, mode: Mode = "auto") -> Literal["min", "max"]:
-    """Keras' ``MonitorCallback`` rule: explicit ``mode``, else loss is minimised and accuracy
-    maximised; an unknown metric under ``auto`` is an error."""
-    if mode in ("min", "max"):
-        return mode
-    if mode != "auto":
-        raise ValueError(f"mode must be 'auto', 'min' or 'max', got {mode!r}")
-    name = monitor.removeprefix("val_")
-    if name not in METRIC_DIRECTIONS:
-        raise ValueError(
-            f"cannot infer whether {monitor!r} should go up or down; monitor one of "
-            f"{sorted(METRIC_DIRECTIONS)} (with or without 'val_') or pass mode='min'/'max'"
-        )
-    return METRIC_DIRECTIONS[name]
+Direction = Literal["min", "max"]
 
 
 def is_improvement(
     current: float, reference: float | None, direction: str, min_delta: float
 ) -> bool:
-    """``current`` beats ``reference`` by more than ``|min_delta|`` (always, if no reference)."""
+    """``current`` beats ``reference`` by more than ``|min_delta|`` in float32, as Keras
+    compares (always, if there is no reference; never, if ``current`` is NaN)."""
     if reference is None:
         return True
+    current32, reference32 = np.float32(current), np.float32(reference)
+    delta = np.float32(abs(min_delta))
     if direction == "min":
-        return current + abs(min_delta) < reference
-    return current - abs(min_delta) > reference
+        return bool(current32 + delta < reference32)
+    return bool(current32 - delta > reference32)
 
 
 @dataclasses.dataclass(frozen=True)
-class EarlyStopping:
-    """Keras' ``EarlyStopping`` callback, as data.
+class EarlyStoppingState:
+    """Keras' early-stopping rule as data: configuration, then state.
 
-    Configuration fields have Keras' names and defaults. The remaining fields are its state;
-    ``improved`` says whether the last update found a new best (so the caller snapshots the
-    weights), ``stop_training`` whether the loop should end after this epoch.
+    ``update(epoch, value)`` returns the record after an epoch that logged ``value`` (None when
+    the monitored key was missing); ``improved`` says whether it found a new best, so the caller
+    snapshots the weights; ``stop_training`` whether training should end after this epoch.
     """
 
-    monitor: str = "val_loss"
+    direction: Direction = "min"
     min_delta: float = 0.0
     patience: int = 0
-    mode: Mode = "auto"
     baseline: float | None = None
-    restore_best_weights: bool = False
     start_from_epoch: int = 0
 
     wait: int = 0
@@ -74,29 +64,17 @@ class EarlyStopping:
     stopped_epoch: int = 0
     improved: bool = False
     stop_training: bool = False
-    warned_missing: bool = False
 
     def __post_init__(self):
-        monitor_direction(self.monitor, self.mode)
+        if self.direction not in ("min", "max"):
+            raise ValueError(f"direction must be 'min' or 'max', got {self.direction!r}")
         if self.patience < 0:
             raise ValueError(f"patience must be >= 0, got {self.patience}")
         if self.start_from_epoch < 0:
             raise ValueError(f"start_from_epoch must be >= 0, got {self.start_from_epoch}")
 
-    @property
-    def direction(self) -> Literal["min", "max"]:
-        return monitor_direction(self.monitor, self.mode)
-
-    def update(self, epoch: int, logs: dict[str, float]) -> EarlyStopping:
-        """The record after epoch ``epoch`` (0-based) ended with ``logs``."""
-        current = logs.get(self.monitor)
-        if current is None and not self.warned_missing:
-            warnings.warn(  # once, where Keras warns every epoch and Python's filter dedupes
-                f"Early stopping conditioned on metric `{self.monitor}` which is not available. "
-                f"Available metrics are: {','.join(k for k in logs if k != 'seconds')}",
-                stacklevel=2,
-            )
-            return dataclasses.replace(self, improved=False, warned_missing=True)
+    def update(self, epoch: int, current: float | None) -> EarlyStoppingState:
+        """The record after epoch ``epoch`` (0-based) ended with the monitored ``current``."""
         if current is None or epoch < self.start_from_epoch:
             return dataclasses.replace(self, improved=False)
         wait = self.wait + 1
@@ -106,7 +84,7 @@ class EarlyStopping:
             )
             return dataclasses.replace(
                 self,
-                best=current,
+                best=float(current),
                 best_epoch=epoch,
                 wait=0 if beats_baseline else wait,
                 improved=True,
@@ -120,18 +98,92 @@ class EarlyStopping:
             stopped_epoch=epoch if stop else self.stopped_epoch,
         )
 
-    @property
-    def restores(self) -> bool:
-        """Whether training ends by restoring the best weights (Keras 3: even without a stop)."""
-        return self.restore_best_weights and self.best is not None
 
-    def messages(self) -> list[str]:
-        """What Keras prints at the end of training with ``verbose=1``."""
-        lines = []
-        if self.stopped_epoch > 0:
-            lines.append(f"Epoch {self.stopped_epoch + 1}: early stopping")
-        if self.restores:
-            lines.append(
-                f"Restoring model weights from the end of the best epoch: {self.best_epoch + 1}."
+class EarlyStopping(Callback):
+    """``keras.callbacks.EarlyStopping``, Keras' arguments and defaults.
+
+    Each epoch's end applies the rule (``EarlyStoppingState``) to ``logs[monitor]`` and sets
+    ``loop.stop_training`` when it says so; with ``restore_best_weights`` it keeps the best
+    epoch's weights and puts them back into ``loop.state`` at the end of training (Keras 3: even
+    without a stop). ``mode="auto"`` takes the direction of the monitored metric (losses
+    decrease). ``verbose=1`` prints Keras' two messages. ``state`` is the rule's record.
+    """
+
+    def __init__(
+        self,
+        monitor: str = "val_loss",
+        min_delta: float = 0.0,
+        patience: int = 0,
+        verbose: int = 0,
+        mode: str = "auto",
+        baseline: float | None = None,
+        restore_best_weights: bool = False,
+        start_from_epoch: int = 0,
+    ):
+        if mode not in ("auto", "min", "max"):
+            raise ValueError(f"mode must be 'auto', 'min' or 'max', got {mode!r}")
+        self.monitor, self.mode, self.verbose = monitor, mode, verbose
+        self.restore_best_weights = restore_best_weights
+        self._config = dict(
+            min_delta=min_delta,
+            patience=patience,
+            baseline=baseline,
+            start_from_epoch=start_from_epoch,
+        )
+        self.state = EarlyStoppingState(**self._config)  # checks the arguments
+        self.best_weights: Any = None
+        self._warned = False
+
+    def on_train_begin(self, logs=None):
+        direction = self.loop.monitor_direction(self.monitor, self.mode)
+        self.state = EarlyStoppingState(direction=direction, **self._config)
+        self.best_weights = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        current = (logs or {}).get(self.monitor)
+        if current is None and not self._warned and epoch >= self.state.start_from_epoch:
+            self._warned = True
+            warnings.warn(
+                f"Early stopping conditioned on metric `{self.monitor}` which is not available. "
+                f"Available metrics are: {','.join(logs or {})}",
+                stacklevel=2,
             )
-        return lines
+        self.state = self.state.update(epoch, None if current is None else float(current))
+        if self.state.improved and self.restore_best_weights:
+            self.best_weights = self.loop.snapshot_params()
+        if self.state.stop_training:
+            self.loop.stop_training = True
+
+    def on_train_end(self, logs=None):
+        if self.loop.interrupted:  # paused, not ended: the backup keeps the current weights
+            return
+        if self.state.stopped_epoch > 0 and self.verbose and self.loop.primary:
+            print(f"Epoch {self.state.stopped_epoch + 1}: early stopping")
+        if self.restore_best_weights and self.best_weights is not None:
+            if self.verbose and self.loop.primary:
+                print(
+                    "Restoring model weights from the end of the best epoch: "
+                    f"{self.state.best_epoch + 1}."
+                )
+            self.loop.state = self.loop.state.replace(params=self.best_weights)
+
+    @property
+    def stopped_epoch(self) -> int:
+        return self.state.stopped_epoch
+
+    @property
+    def best_epoch(self) -> int | None:
+        """The best epoch (0-based), or None before any value was monitored."""
+        return None if self.state.best is None else self.state.best_epoch
+
+    def checkpoint_state(self) -> dict:
+        return {
+            "state": dataclasses.asdict(self.state),
+            "warned": self._warned,
+            "best_weights": self.best_weights,
+        }
+
+    def restore_state(self, state):
+        self.state = EarlyStoppingState(**state["state"])
+        self._warned = state["warned"]
+        self.best_weights = state["best_weights"]

@@ -1,43 +1,47 @@
 """An experiment is a config: data, model and training as frozen data, and ``run`` to carry it out.
 
-``run`` is the tutorials' script: load and pad the data, split off validation, compile (optimizer,
-loss), fit with early stopping and a best-only checkpoint, restore the best weights, evaluate on
-train/validation/test, and write the outputs to a work directory:
+``run`` is the tutorials' script, written with the general API (``fit`` and callbacks): load and
+pad the data, split off validation, compile (optimizer, loss, accuracy), fit with
+``EarlyStopping``, a best-only ``ModelCheckpoint``, ``BackupAndRestore``, ``TerminateOnNaN`` and a
+history file, restore the best weights, evaluate on train/validation/test, and write the outputs
+to a work directory it claims for its lifetime:
 
 ``history.json`` (after every epoch), ``metrics.json``, ``summary.txt``, ``loss.png``,
-``accuracy.png``, ``model.png``, ``config.json`` and ``checkpoints/``.
+``accuracy.png``, ``model.png``, ``config.json`` and ``checkpoints/`` (``best/``, ``latest/``).
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import math
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 import jax
 import numpy as np
 
-from rnnjax.batches import seed_key, steps_per_epoch
-from rnnjax.checkpoint import MANIFEST, Checkpoints
+from rnnjax import losses, metrics
+from rnnjax.batches import seed_key
+from rnnjax.callbacks import HistoryFile, Interrupt, TerminateOnNaN
+from rnnjax.checkpoint import MANIFEST, BackupAndRestore, ModelCheckpoint
 from rnnjax.data import imdb, pad_sequences, reuters, train_validation_split
-from rnnjax.early_stopping import EarlyStopping, monitor_direction
-from rnnjax.ensemble import evaluate_ensemble, fit_ensemble, stack
-from rnnjax.losses import LOSSES
-from rnnjax.models import Classifier, ModelConfig, count_params, init_params
+from rnnjax.early_stopping import EarlyStopping
+from rnnjax.ensemble import fit_ensemble, stack, unstack
+from rnnjax.models import Classifier, LayerSpec, ModelConfig, count_params, init_params
 from rnnjax.optimizers import OPTIMIZERS, get_optimizer
-from rnnjax.plots import history_png, model_png
-from rnnjax.progress import Progress
+from rnnjax.plots import ensemble_png, history_png, model_png
 from rnnjax.sharding import data_mesh
 from rnnjax.summary import summary
 from rnnjax.train import FitResult, evaluate, fit
 from rnnjax.train_state import TrainState
-from rnnjax.validation import check_loss
+from rnnjax.validation import check_dataset, check_loss
 from rnnjax.workdir import Claim, write_atomic
+
+LOSSES = ("binary_crossentropy", "categorical_crossentropy", "sparse_categorical_crossentropy")
+MONITORED = ("loss", "accuracy")  # what a recipe logs, with or without "val_"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,6 +68,13 @@ class DataConfig:
         for name in ("validation_split", "test_split"):
             if not 0 < getattr(self, name) < 1:
                 raise ValueError(f"{name} must be in (0, 1), got {getattr(self, name)}")
+
+    def to_dict(self) -> dict:
+        """The fields this dataset uses (IMDB has no ``test_split``: it comes split)."""
+        fields = dataclasses.asdict(self)
+        if self.dataset == "imdb":
+            del fields["test_split"]
+        return fields
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,7 +146,11 @@ class TrainConfig:
             raise ValueError(f"patience must be >= 0, got {self.patience}")
         if not self.learning_rate > 0:
             raise ValueError(f"learning rate must be > 0, got {self.learning_rate}")
-        monitor_direction(self.monitor)
+        if self.monitor.removeprefix("val_") not in MONITORED:
+            raise ValueError(
+                f"monitor must be one of {list(MONITORED)}, with or without 'val_', got "
+                f"{self.monitor!r}"
+            )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,7 +171,75 @@ class Experiment:
         return dataclasses.replace(self, train=dataclasses.replace(self.train, **train_fields))
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """The config as JSON-able data (only the fields the run uses)."""
+        return {
+            "name": self.name,
+            "description": self.description,
+            "data": self.data.to_dict(),
+            "model": dataclasses.asdict(self.model),
+            "train": dataclasses.asdict(self.train),
+        }
+
+    @classmethod
+    def from_dict(cls, config: dict) -> Experiment:
+        """Inverse of ``to_dict`` (a stored ``config.json`` or checkpoint config)."""
+        model = dict(config["model"])
+        model["layers"] = tuple(LayerSpec(**layer) for layer in model.get("layers", ()))
+        return cls(
+            name=config["name"],
+            description=config["description"],
+            data=DataConfig(**config["data"]),
+            model=ModelConfig(**model),
+            train=TrainConfig(**config["train"]),
+        )
+
+
+def compile_objective(experiment: Experiment) -> dict:
+    """The recipe's loss and metric for its model, which returns logits: Keras' loss with
+    ``from_logits=True`` and accuracy thresholded at logit 0 (a probability of 0.5)."""
+    loss = experiment.train.loss
+    if loss == "binary_crossentropy":
+        return dict(
+            loss=losses.BinaryCrossentropy(from_logits=True),
+            metrics=[metrics.BinaryAccuracy(name="accuracy", threshold=0.0)],
+        )
+    if loss == "categorical_crossentropy":  # targets one-hot (``targets``)
+        return dict(
+            loss=losses.CategoricalCrossentropy(from_logits=True),
+            metrics=[metrics.CategoricalAccuracy(name="accuracy")],
+        )
+    return dict(
+        loss=losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=[metrics.SparseCategoricalAccuracy(name="accuracy")],
+    )
+
+
+def targets(experiment: Experiment, labels: np.ndarray) -> np.ndarray:
+    """The recipe's targets: class ids, one-hot for categorical cross-entropy (Keras'
+    ``to_categorical``)."""
+    if experiment.train.loss == "categorical_crossentropy":
+        return np.eye(experiment.model.num_classes, dtype=np.float32)[labels]
+    return labels
+
+
+def create_state(
+    experiment: Experiment,
+    seed: int,
+    learning_rate: float | None = None,
+    implementation: str = "auto",
+) -> TrainState:
+    """The compiled model of ``experiment``: parameters from ``seed``'s init key, dropout from
+    its second key, the configured optimizer (at ``learning_rate`` when given), loss and accuracy,
+    recurrent layers running ``implementation``."""
+    train = experiment.train
+    init_key, dropout_key = jax.random.split(seed_key(seed))
+    return TrainState.create(
+        model=Classifier(experiment.model, implementation=implementation),
+        params=init_params(experiment.model, init_key, implementation=implementation),
+        tx=get_optimizer(train.optimizer, learning_rate or train.learning_rate),
+        rng=dropout_key,
+        **compile_objective(experiment),
+    )
 
 
 def run(
@@ -167,7 +250,7 @@ def run(
     quiet: bool = False,
     per_step: bool = False,
     resume: bool = False,
-    should_stop=lambda: False,
+    should_stop: Callable[[], bool] = lambda: False,
     devices: int | None = None,
     implementation: str = "auto",
     prepare: bool | None = None,
@@ -179,11 +262,12 @@ def run(
     continues the run in ``workdir`` (the same experiment; ``epochs`` may grow) from its newest
     intact checkpoint — a run that had already stopped only finishes, so a resumed run always ends
     as the uninterrupted one would. A new run that fails before its first checkpoint removes what
-    it wrote. ``should_stop`` is polled between steps/epochs (Ctrl-C); when it stops the run, the
-    latest checkpoint is saved and None is returned. ``devices`` splits every batch over that many
-    devices (data parallelism; the result equals one device's). ``implementation`` is every
-    recurrent layer's ('auto', 'scan' or 'fused'; see ``rnnjax.layers.RNN``). ``data_dir``,
-    ``manual_dir``, ``prepare``: see ``load_splits``.
+    it wrote. ``should_stop`` is polled between compiled chunks (Ctrl-C); when it stops the run,
+    the latest checkpoint is saved and None is returned. ``per_step``: a chunk is one step (a
+    live bar, the finest interrupt). ``devices`` splits every batch over that many devices (data
+    parallelism; the result equals one device's). ``implementation`` is every recurrent layer's
+    ('auto', 'scan' or 'fused'; see ``rnnjax.layers.RNN``). ``data_dir``, ``manual_dir``,
+    ``prepare``: see ``load_splits``.
 
     Returns:
       The final metrics (also ``workdir/metrics.json``; ``terminated_on_nan_at`` is set when a
@@ -193,44 +277,29 @@ def run(
     mesh = None if devices is None else data_mesh(devices)  # fails before anything is written
     train = experiment.train
     claim = Claim.acquire(workdir, resume=resume)
-    checkpoints = None
     try:
         if resume:
             _check_same_experiment(os.path.join(workdir, "config.json"), experiment)
         # Before anything is written: an implementation that cannot run fails here.
         state = create_state(experiment, train.seed, implementation=implementation)
-        splits = load_splits(experiment.data, data_dir, manual_dir, prepare)
+        splits = _checked(experiment, load_splits(experiment.data, data_dir, manual_dir, prepare))
         _write_run_files(experiment, workdir)
-        early_stopping = _early_stopping(train)
-        checkpoints = Checkpoints(
-            os.path.join(workdir, "checkpoints"), train.monitor, early_stopping.direction
-        )
-        result: FitResult = fit(
+        callbacks = _callbacks(experiment, workdir, quiet, resume, should_stop)
+        result = fit(
             state,
-            splits.train,
-            splits.validation,
+            splits.train[0],
+            targets(experiment, splits.train[1]),
+            validation_data=(splits.validation[0], targets(experiment, splits.validation[1])),
             epochs=train.epochs,
             batch_size=train.batch_size,
             seed=train.seed,
-            early_stopping=early_stopping,
-            checkpoints=checkpoints,
-            checkpoint_config=experiment.to_dict(),
-            resume=resume,
-            history_path=os.path.join(workdir, "history.json"),
-            progress=Progress(
-                train.epochs, steps_per_epoch(len(splits.train[0]), train.batch_size), quiet=quiet
-            ),
-            per_step=per_step,
-            should_stop=should_stop,
+            verbose=0 if quiet else 1,
+            callbacks=callbacks,
+            steps_per_execution=1 if per_step else "auto",
             mesh=mesh,
         )
-        checkpoints.close()
-        checkpoints = None
         metrics = None if result.interrupted else _finish(experiment, workdir, splits, result)
     except BaseException:
-        if checkpoints is not None:
-            with contextlib.suppress(Exception):
-                checkpoints.close()
         claim.release(discard=not resume and not _has_checkpoint(workdir))
         raise
     claim.release()
@@ -240,29 +309,78 @@ def run(
     return metrics
 
 
+def _callbacks(experiment, workdir, quiet, resume, should_stop) -> list:
+    train = experiment.train
+    checkpoints = os.path.join(workdir, "checkpoints")
+    return [
+        EarlyStopping(
+            monitor=train.monitor,
+            patience=train.patience,
+            restore_best_weights=train.restore_best_weights,
+            verbose=0 if quiet else 1,
+        ),
+        ModelCheckpoint(
+            os.path.join(checkpoints, "best"),
+            monitor=train.monitor,
+            save_best_only=True,
+            config=experiment.to_dict(),
+            overwrite=resume,  # a resumed run's best/ is its own, whatever state it is in
+        ),
+        BackupAndRestore(os.path.join(checkpoints, "latest")),
+        TerminateOnNaN(verbose=0 if quiet else 1),
+        HistoryFile(os.path.join(workdir, "history.json")),
+        Interrupt(should_stop),
+    ]
+
+
+def _checked(experiment: Experiment, splits: Splits) -> Splits:
+    """Ids inside the vocabulary, labels inside the classes: JAX itself would silently clamp
+    them (one ``ValueError`` naming the value and where)."""
+    model = experiment.model
+    return Splits(
+        *(
+            check_dataset(split, model.vocab_size, model.num_classes, f"{name} data")
+            for name, split in (
+                ("training", splits.train),
+                ("validation", splits.validation),
+                ("test", splits.test),
+            )
+        )
+    )
+
+
 def _finish(experiment: Experiment, workdir: str, splits: Splits, result: FitResult) -> dict:
     """The tutorials' ending: curves, then train/validation/test evaluation of the final weights
     (the best epoch's when early stopping restored them)."""
     history = result.history
+    stopping = next(c for c in result.callbacks if isinstance(c, EarlyStopping))
+    best_epoch = stopping.best_epoch
     for metric in ("loss", "accuracy"):
         if len(history):
-            write_atomic(os.path.join(workdir, f"{metric}.png"), history_png(history, metric))
-    stopping = result.early_stopping
+            png = history_png(
+                history,
+                metric,
+                title=experiment.name,
+                best_epoch=best_epoch if stopping.restore_best_weights else None,
+                stopped_epoch=stopping.stopped_epoch or None,
+            )
+            write_atomic(os.path.join(workdir, f"{metric}.png"), png)
     metrics = {
         "experiment": experiment.name,
         "epochs_run": len(history),
-        "best_epoch": None
-        if stopping is None or stopping.best is None
-        else stopping.best_epoch + 1,
-        "stopped_epoch": None
-        if stopping is None or not stopping.stopped_epoch
-        else stopping.stopped_epoch + 1,
+        "best_epoch": None if best_epoch is None else best_epoch + 1,
+        "stopped_epoch": stopping.stopped_epoch + 1 if stopping.stopped_epoch else None,
         "terminated_on_nan_at": result.nan_at,
         "params": count_params(result.state.params),
     }
     batch_size = experiment.train.batch_size
-    for name, split in (("train", splits.train), ("val", splits.validation), ("test", splits.test)):
-        for key, value in evaluate(result.state, split, batch_size).items():
+    for name, (ids, labels) in (
+        ("train", splits.train),
+        ("val", splits.validation),
+        ("test", splits.test),
+    ):
+        logs = evaluate(result.state, ids, targets(experiment, labels), batch_size=batch_size)
+        for key, value in logs.items():
             metrics[f"{name}_{key}"] = value
     return metrics
 
@@ -272,37 +390,6 @@ def _has_checkpoint(workdir: str) -> bool:
     latest = os.path.join(workdir, "checkpoints", "latest")
     return os.path.isdir(latest) and any(
         os.path.exists(os.path.join(latest, step, MANIFEST)) for step in os.listdir(latest)
-    )
-
-
-def create_state(
-    experiment: Experiment,
-    seed: int,
-    learning_rate: float | None = None,
-    injectable: bool = False,
-    implementation: str = "auto",
-) -> TrainState:
-    """The compiled-model state of ``experiment``: parameters from ``seed``'s init key, dropout
-    from its second key, the configured optimizer (at ``learning_rate`` when given), recurrent
-    layers running ``implementation``."""
-    train = experiment.train
-    init_key, dropout_key = jax.random.split(seed_key(seed))
-    return TrainState.create(
-        model=Classifier(experiment.model, implementation=implementation),
-        params=init_params(experiment.model, init_key, implementation=implementation),
-        tx=get_optimizer(
-            train.optimizer, learning_rate or train.learning_rate, injectable=injectable
-        ),
-        rng=dropout_key,
-        loss=train.loss,
-    )
-
-
-def _early_stopping(train: TrainConfig) -> EarlyStopping:
-    return EarlyStopping(
-        monitor=train.monitor,
-        patience=train.patience,
-        restore_best_weights=train.restore_best_weights,
     )
 
 
@@ -328,9 +415,11 @@ def run_ensemble(
     """Trains one model per (seed, learning rate) pair in one vmapped program.
 
     Claims ``workdir`` as ``run`` does (it must be missing or empty). Writes ``history_<k>.json``
-    per model and ``metrics.json`` with every model's results and the mean and standard deviation
-    of the validation and test accuracy over the models that did not diverge (a non-finite loss
-    stops a model; ``diverged`` counts them).
+    per model, ``loss.png``/``accuracy.png`` (the mean over the models with a band of one
+    standard deviation, every model faint), the stacked best weights in ``checkpoints/best``,
+    and ``metrics.json`` with every model's results and the mean and standard deviation of the
+    validation and test accuracy over the models that did not diverge (a non-finite loss stops a
+    model; ``diverged`` counts them).
     """
     started = time.perf_counter()
     learning_rates = list(learning_rates or [experiment.train.learning_rate])
@@ -339,28 +428,33 @@ def run_ensemble(
     claim = Claim.acquire(workdir, resume=False)
     try:
         states = stack(
-            [
-                create_state(experiment, seed, lr, injectable=True, implementation=implementation)
-                for seed, lr in runs
-            ]
+            [create_state(experiment, seed, lr, implementation=implementation) for seed, lr in runs]
         )
-        splits = load_splits(experiment.data, data_dir, manual_dir, prepare)
+        splits = _checked(experiment, load_splits(experiment.data, data_dir, manual_dir, prepare))
         _write_run_files(experiment, workdir)
         result = fit_ensemble(
             states,
-            splits.train,
-            splits.validation,
+            splits.train[0],
+            targets(experiment, splits.train[1]),
+            validation_data=(splits.validation[0], targets(experiment, splits.validation[1])),
             seeds=[seed for seed, _ in runs],
             epochs=train.epochs,
             batch_size=train.batch_size,
-            early_stopping=_early_stopping(train),
-            progress=Progress(
-                train.epochs, steps_per_epoch(len(splits.train[0]), train.batch_size), quiet=quiet
+            early_stopping=EarlyStopping(
+                monitor=train.monitor,
+                patience=train.patience,
+                restore_best_weights=train.restore_best_weights,
             ),
+            checkpoint_dir=os.path.join(workdir, "checkpoints", "best"),
+            checkpoint_config=experiment.to_dict(),
+            verbose=0 if quiet else 1,
         )
         evaluations = {
-            name: evaluate_ensemble(result.state, split, train.batch_size)
-            for name, split in (("val", splits.validation), ("test", splits.test))
+            name: [
+                evaluate(single, ids, targets(experiment, labels), batch_size=train.batch_size)
+                for single in unstack(result.state)
+            ]
+            for name, (ids, labels) in (("val", splits.validation), ("test", splits.test))
         }
     except BaseException:
         claim.release(discard=True)
@@ -369,7 +463,9 @@ def run_ensemble(
     for k, ((seed, lr), history, stopping, nan_at) in enumerate(
         zip(runs, result.histories, result.early_stopping, result.nan_at)
     ):
-        write_atomic(os.path.join(workdir, f"history_{k}.json"), history.to_json())
+        write_atomic(
+            os.path.join(workdir, f"history_{k}.json"), json.dumps({"epochs": history}, indent=1)
+        )
         models.append(
             {
                 "seed": seed,
@@ -386,6 +482,11 @@ def run_ensemble(
             }
         )
     healthy = [m for m in models if m["terminated_on_nan_at"] is None]
+    for metric in ("loss", "accuracy"):
+        png = ensemble_png(
+            result.histories, metric, title=f"{experiment.name} ({len(runs)} models)"
+        )
+        write_atomic(os.path.join(workdir, f"{metric}.png"), png)
     metrics = {"experiment": experiment.name, "models": models}
     metrics["diverged"] = len(models) - len(healthy)
     for key in ("val_accuracy", "test_accuracy"):

@@ -1,22 +1,12 @@
-"""Keras 3 losses.
+"""Keras 3 losses, value for value (keras/src/losses/{loss,losses}.py, 3.15.1):
 
-Two APIs live here while the training loop moves from one to the other:
-
-* Today's loop (``rnnjax.steps``): ``compute_loss(name, logits, labels)`` and ``accuracy``, per
-  example ``[B]`` from logits, and the logits-only ``binary_crossentropy``,
-  ``categorical_crossentropy`` and ``sparse_categorical_crossentropy`` they use.
-* Keras' own losses, value for value (keras/src/losses/{loss,losses}.py, 3.15.1):
-
-  - elementwise functions ``fn(y_true, y_pred, ...)`` like ``keras.losses.<fn>``, which reduce the
-    last axis only: ``mean_squared_error``, ``huber``, ... The three crossentropies are
-    ``binary_crossentropy_loss``, ``categorical_crossentropy_loss`` and
-    ``sparse_categorical_crossentropy_loss`` until the logits-only functions of the Keras names
-    retire with today's loop;
-  - ``Loss`` objects (frozen, hashable dataclasses: ``BinaryCrossentropy(from_logits=True)``,
-    ``SparseCategoricalCrossentropy(ignore_class=0)``, ...) whose
-    ``loss(y_true, y_pred, sample_weight=None, valid=None)`` is Keras' ``loss_obj(y_true, y_pred,
-    sample_weight)``: rank alignment, sample weights, Keras' loss mask and reduction;
-  - ``get(identifier)``: Keras' names and aliases, a ``Loss``, or a function of per-element losses.
+- elementwise functions ``fn(y_true, y_pred, ...)`` like ``keras.losses.<fn>``, which reduce the
+  last axis only: ``binary_crossentropy``, ``mean_squared_error``, ``huber``, ...;
+- ``Loss`` objects (frozen, hashable dataclasses: ``BinaryCrossentropy(from_logits=True)``,
+  ``SparseCategoricalCrossentropy(ignore_class=0)``, ...) whose
+  ``loss(y_true, y_pred, sample_weight=None, valid=None)`` is Keras' ``loss_obj(y_true, y_pred,
+  sample_weight)``: rank alignment, sample weights, Keras' loss mask and reduction;
+- ``get(identifier)``: Keras' names and aliases, a ``Loss``, or a function of per-element losses.
 
 ``valid`` (``[B]``, 1 for a real row, 0 for the padding that fills a last partial batch) is
 rnnjax's addition: padding rows count nowhere, neither in sums nor in divisors, so a padded batch
@@ -37,68 +27,6 @@ import jax
 import jax.numpy as jnp
 
 Array = jax.Array
-
-LOSSES = ("binary_crossentropy", "categorical_crossentropy", "sparse_categorical_crossentropy")
-
-
-def binary_crossentropy(logits: Array, labels: Array) -> Array:
-    """``keras.losses.binary_crossentropy`` of ``sigmoid(logits)``, computed stably from logits.
-
-    Args:
-      logits: ``[B, 1]`` (or ``[B]``).
-      labels: ``[B]`` of 0/1 (or ``[B, 1]``).
-
-    Equal to Keras' probability form wherever Keras' clip to ``[1e-7, 1 - 1e-7]`` is inactive;
-    beyond it Keras' loss saturates at ~16.1 with zero gradient, this one keeps learning.
-    """
-    logits = logits.reshape(logits.shape[0], -1)
-    labels = labels.reshape(labels.shape[0], -1).astype(logits.dtype)
-    per_unit = -labels * jax.nn.log_sigmoid(logits) - (1 - labels) * jax.nn.log_sigmoid(-logits)
-    return jnp.mean(per_unit, axis=-1)
-
-
-def categorical_crossentropy(logits: Array, labels: Array) -> Array:
-    """``keras.losses.categorical_crossentropy`` of ``softmax(logits)``: ``labels`` are one-hot
-    ``[B, C]``; ``-sum(labels * log_softmax(logits))``."""
-    return -jnp.sum(labels.astype(logits.dtype) * jax.nn.log_softmax(logits, axis=-1), axis=-1)
-
-
-def sparse_categorical_crossentropy(logits: Array, labels: Array) -> Array:
-    """``keras.losses.sparse_categorical_crossentropy``: integer ``labels [B]`` in ``[0, C)``."""
-    log_probs = jax.nn.log_softmax(logits, axis=-1)
-    return -jnp.take_along_axis(log_probs, labels.reshape(-1, 1).astype(jnp.int32), axis=-1)[:, 0]
-
-
-def compute_loss(name: str, logits: Array, labels: Array) -> Array:
-    """Per-example loss ``[B]`` by Keras name. ``categorical_crossentropy`` accepts integer
-    labels ``[B]`` too (one-hot encoded here, as ``keras.utils.to_categorical`` would)."""
-    if name == "binary_crossentropy":
-        return binary_crossentropy(logits, labels)
-    if name == "categorical_crossentropy":
-        if labels.ndim == 1:
-            labels = jax.nn.one_hot(labels, logits.shape[-1], dtype=logits.dtype)
-        return categorical_crossentropy(logits, labels)
-    if name == "sparse_categorical_crossentropy":
-        return sparse_categorical_crossentropy(logits, labels)
-    raise ValueError(f"unknown loss {name!r}; use one of {LOSSES}")
-
-
-def accuracy(logits: Array, labels: Array) -> Array:
-    """Keras ``metrics=["accuracy"]`` per example ``[B]`` of 0./1.
-
-    One logit: ``BinaryAccuracy(threshold=0.5)``, i.e. ``sigmoid(z) > 0.5`` (strict: a
-    probability of exactly 0.5 predicts 0) which is ``z > 0``. Several: argmax against the
-    integer label (or the argmax of a one-hot label).
-    """
-    if logits.shape[-1] == 1:
-        predicted = (logits[:, 0] > 0).astype(jnp.int32)
-        return (predicted == labels.reshape(-1).astype(jnp.int32)).astype(jnp.float32)
-    if labels.ndim == 2:
-        labels = jnp.argmax(labels, axis=-1)
-    return (jnp.argmax(logits, axis=-1) == labels.astype(jnp.int32)).astype(jnp.float32)
-
-
-# Keras 3 losses ----------------------------------------------------------------------------------
 
 EPSILON = 1e-7  # keras.config.epsilon(): clips probabilities and guards divisions
 
@@ -190,7 +118,7 @@ def _log_probabilities(y_pred: Array, from_logits: bool, axis: int) -> Array:
     return jnp.log(jnp.clip(probabilities, EPSILON, 1.0 - EPSILON))
 
 
-def binary_crossentropy_loss(
+def binary_crossentropy(
     y_true, y_pred, from_logits: bool = False, label_smoothing: float = 0.0, axis: int = -1
 ) -> Array:
     """``keras.losses.binary_crossentropy``: each unit's crossentropy, averaged over ``axis``.
@@ -221,7 +149,7 @@ def binary_crossentropy_loss(
     return jnp.mean(per_unit, axis=axis)
 
 
-def categorical_crossentropy_loss(
+def categorical_crossentropy(
     y_true, y_pred, from_logits: bool = False, label_smoothing: float = 0.0, axis: int = -1
 ) -> Array:
     """``keras.losses.categorical_crossentropy``: ``-sum(t log p)`` over ``axis``.
@@ -246,7 +174,7 @@ def categorical_crossentropy_loss(
 def sparse_categorical_crossentropy_and_mask(
     y_true, y_pred, from_logits: bool, ignore_class: int | None, axis: int = -1
 ) -> tuple[Array, Array | None]:
-    """``sparse_categorical_crossentropy_loss`` and, with ``ignore_class``, the mask of the
+    """``sparse_categorical_crossentropy`` and, with ``ignore_class``, the mask of the
     elements that count (Keras attaches it to the losses; ``Loss`` objects and weighted metrics
     use it)."""
     y_pred = _as_float(y_pred)
@@ -278,7 +206,7 @@ def sparse_categorical_crossentropy_and_mask(
     return jnp.where(keep, values, 0.0), keep
 
 
-def sparse_categorical_crossentropy_loss(
+def sparse_categorical_crossentropy(
     y_true,
     y_pred,
     from_logits: bool = False,
@@ -290,7 +218,7 @@ def sparse_categorical_crossentropy_loss(
     Args:
       y_true: integer labels ``[B]`` or ``[B, 1]`` (per step: ``[B, T]`` or ``[B, T, 1]``).
       y_pred: probabilities ``[B, C]`` / ``[B, T, C]`` (renormalised, clipped as in
-        ``categorical_crossentropy_loss``), or logits when ``from_logits``.
+        ``categorical_crossentropy``), or logits when ``from_logits``.
       ignore_class: a label whose elements get loss 0 (``Loss`` objects also drop them from the
         divisor).
 
@@ -584,7 +512,7 @@ class LossFunctionWrapper(_FunctionLoss):
 
 @dataclasses.dataclass(frozen=True)
 class BinaryCrossentropy(_FunctionLoss):
-    """``keras.losses.BinaryCrossentropy``; see ``binary_crossentropy_loss``."""
+    """``keras.losses.BinaryCrossentropy``; see ``binary_crossentropy``."""
 
     from_logits: bool = False
     label_smoothing: float = 0.0
@@ -593,14 +521,14 @@ class BinaryCrossentropy(_FunctionLoss):
     name: str = "binary_crossentropy"
 
     def function(self, y_true: Array, y_pred: Array) -> Array:
-        return binary_crossentropy_loss(
+        return binary_crossentropy(
             y_true, y_pred, self.from_logits, self.label_smoothing, self.axis
         )
 
 
 @dataclasses.dataclass(frozen=True)
 class CategoricalCrossentropy(_FunctionLoss):
-    """``keras.losses.CategoricalCrossentropy``; see ``categorical_crossentropy_loss``."""
+    """``keras.losses.CategoricalCrossentropy``; see ``categorical_crossentropy``."""
 
     from_logits: bool = False
     label_smoothing: float = 0.0
@@ -609,7 +537,7 @@ class CategoricalCrossentropy(_FunctionLoss):
     name: str = "categorical_crossentropy"
 
     def function(self, y_true: Array, y_pred: Array) -> Array:
-        return categorical_crossentropy_loss(
+        return categorical_crossentropy(
             y_true, y_pred, self.from_logits, self.label_smoothing, self.axis
         )
 
@@ -617,7 +545,7 @@ class CategoricalCrossentropy(_FunctionLoss):
 @dataclasses.dataclass(frozen=True)
 class SparseCategoricalCrossentropy(_FunctionLoss):
     """``keras.losses.SparseCategoricalCrossentropy``; see
-    ``sparse_categorical_crossentropy_loss``. Per step (labels ``[B, T]``, ``y_pred [B, T, C]``)
+    ``sparse_categorical_crossentropy``. Per step (labels ``[B, T]``, ``y_pred [B, T, C]``)
     the divisor is ``B T``; ``ignore_class`` elements leave it."""
 
     from_logits: bool = False
@@ -783,11 +711,11 @@ class AutoCrossentropy(_FunctionLoss):
         # Keras decides on the shapes as given, before aligning them.
         binary, sparse = is_binary_or_sparse_categorical(y_true, y_pred)
         if binary:
-            function = binary_crossentropy_loss
+            function = binary_crossentropy
         elif sparse:
-            function = sparse_categorical_crossentropy_loss
+            function = sparse_categorical_crossentropy
         else:
-            function = categorical_crossentropy_loss
+            function = categorical_crossentropy
         return function(*squeeze_or_expand_to_same_rank(y_true, y_pred))
 
 

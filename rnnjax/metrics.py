@@ -1,8 +1,7 @@
-"""Metrics: today's loop's epoch sums (``Metrics``) and ``History``, and Keras' metrics as pure
-functions of additive statistics.
+"""Keras' metrics as pure functions of additive statistics.
 
-Keras reports an epoch's loss and accuracy as sample-weighted means over every example seen, so
-metrics are kept as sums and a count, merged by addition and divided once per epoch.
+Keras reports an epoch's metrics over every example seen, so metrics are kept as sums (a mean's
+total and count, AUC's confusion counts), merged by addition and read once per epoch.
 
 The metric protocol (optax/CLU style; Keras 3.15.1 semantics, keras/src/metrics/): a metric is a
 frozen, hashable dataclass with
@@ -34,14 +33,11 @@ Shape letters: B batch, T time, C classes, D features.
 from __future__ import annotations
 
 import dataclasses
-import json
-import math
 from collections.abc import Callable
 from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
 import jax
 import jax.numpy as jnp
-from flax import struct
 
 from rnnjax import losses
 from rnnjax.confusion_metrics import AUC as AUC
@@ -49,69 +45,6 @@ from rnnjax.confusion_metrics import Precision as Precision
 from rnnjax.confusion_metrics import Recall as Recall
 from rnnjax.losses import divide_no_nan, is_binary_or_sparse_categorical, object_name, snake_case
 from rnnjax.losses import squeeze_or_expand_to_same_rank as align_ranks
-
-
-class Metrics(struct.PyTreeNode):
-    """Weighted sums of per-example loss and accuracy, and the total weight (example count)."""
-
-    loss_sum: jax.Array
-    correct_sum: jax.Array
-    count: jax.Array
-
-    @classmethod
-    def zeros(cls) -> Metrics:
-        return cls(
-            jnp.zeros([], jnp.float32), jnp.zeros([], jnp.float32), jnp.zeros([], jnp.float32)
-        )
-
-    @classmethod
-    def from_batch(cls, losses: jax.Array, correct: jax.Array, weights: jax.Array) -> Metrics:
-        """Sums of ``losses [B]`` and ``correct [B]`` weighted by ``weights [B]`` (0 = padding)."""
-        return cls(jnp.sum(losses * weights), jnp.sum(correct * weights), jnp.sum(weights))
-
-    def merge(self, other: Metrics) -> Metrics:
-        return jax.tree.map(jnp.add, self, other)
-
-    def compute(self, prefix: str = "") -> dict[str, float]:
-        """Host floats ``{prefix + "loss": mean loss, prefix + "accuracy": mean accuracy}``."""
-        loss_sum, correct_sum, count = (
-            float(v) for v in jax.device_get((self.loss_sum, self.correct_sum, self.count))
-        )
-        count = max(count, 1.0)
-        return {f"{prefix}loss": loss_sum / count, f"{prefix}accuracy": correct_sum / count}
-
-
-@dataclasses.dataclass(frozen=True)
-class History:
-    """Keras' ``History``: one dict of logs per finished epoch, in order.
-
-    ``history.history`` gives Keras' dict of lists (``{"loss": [...], "val_loss": [...]}``).
-    """
-
-    epochs: tuple[dict[str, float], ...] = ()
-
-    def append(self, logs: dict[str, float]) -> History:
-        return History(self.epochs + (dict(logs),))
-
-    @property
-    def history(self) -> dict[str, list[float]]:
-        keys: dict[str, None] = {}
-        for logs in self.epochs:
-            keys.update(dict.fromkeys(logs))
-        return {key: [logs.get(key, math.nan) for logs in self.epochs] for key in keys}
-
-    def to_json(self) -> str:
-        return json.dumps({"epochs": list(self.epochs)}, indent=1, allow_nan=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> History:
-        return cls(tuple(json.loads(text)["epochs"]))
-
-    def __len__(self) -> int:
-        return len(self.epochs)
-
-
-# Keras' metrics as additive statistics -----------------------------------------------------------
 
 Array = jax.Array
 Stats = Any  # a pytree of float32 arrays
@@ -201,9 +134,9 @@ class MeanMetric(Metric):
 # Loss functions as metrics: Keras marks a mean of one as to be minimised.
 _LOSS_FUNCTIONS = frozenset(
     {
-        losses.binary_crossentropy_loss,
-        losses.categorical_crossentropy_loss,
-        losses.sparse_categorical_crossentropy_loss,
+        losses.binary_crossentropy,
+        losses.categorical_crossentropy,
+        losses.sparse_categorical_crossentropy,
         losses.mean_squared_error,
         losses.mean_absolute_error,
         losses.mean_absolute_percentage_error,
@@ -527,7 +460,7 @@ class CosineSimilarity(MeanMetric):
 
 @dataclasses.dataclass(frozen=True)
 class BinaryCrossentropy(MeanMetric):
-    """``keras.metrics.BinaryCrossentropy``: the mean of ``losses.binary_crossentropy_loss``.
+    """``keras.metrics.BinaryCrossentropy``: the mean of ``losses.binary_crossentropy``.
     Unlike the loss object it does not align ranks: labels ``[B]`` with ``y_pred [B, 1]`` are an
     error, as in Keras."""
 
@@ -537,15 +470,13 @@ class BinaryCrossentropy(MeanMetric):
     direction: ClassVar[Direction] = "min"
 
     def values(self, y_true, y_pred) -> Array:
-        return losses.binary_crossentropy_loss(
-            y_true, y_pred, self.from_logits, self.label_smoothing
-        )
+        return losses.binary_crossentropy(y_true, y_pred, self.from_logits, self.label_smoothing)
 
 
 @dataclasses.dataclass(frozen=True)
 class CategoricalCrossentropy(MeanMetric):
     """``keras.metrics.CategoricalCrossentropy``: the mean of
-    ``losses.categorical_crossentropy_loss``."""
+    ``losses.categorical_crossentropy``."""
 
     name: str = "categorical_crossentropy"
     from_logits: bool = False
@@ -554,7 +485,7 @@ class CategoricalCrossentropy(MeanMetric):
     direction: ClassVar[Direction] = "min"
 
     def values(self, y_true, y_pred) -> Array:
-        return losses.categorical_crossentropy_loss(
+        return losses.categorical_crossentropy(
             y_true, y_pred, self.from_logits, self.label_smoothing, self.axis
         )
 
@@ -562,7 +493,7 @@ class CategoricalCrossentropy(MeanMetric):
 @dataclasses.dataclass(frozen=True)
 class SparseCategoricalCrossentropy(MeanMetric):
     """``keras.metrics.SparseCategoricalCrossentropy``: the mean of
-    ``losses.sparse_categorical_crossentropy_loss``. As in Keras, ``ignore_class`` elements
+    ``losses.sparse_categorical_crossentropy``. As in Keras, ``ignore_class`` elements
     leave the count only when a sample weight is given; unweighted, they count as 0."""
 
     name: str = "sparse_categorical_crossentropy"

@@ -3,6 +3,11 @@
 RMSprop and SGD are optax's own transformations with Keras' defaults. Keras' Adam adds epsilon to
 the *uncorrected* ``sqrt(v)`` and folds both bias corrections into the step size, which no setting
 of ``optax.adam`` reproduces, so ``adam`` here is its own (init, update) pair.
+
+Each keeps its learning rate in its state (``optax.inject_hyperparams``), so callbacks can change
+it between steps (``ReduceLROnPlateau``, ``LearningRateScheduler``) and stacked models can differ
+in it (a learning-rate grid); the other hyperparameters stay Python constants, which keeps every
+update bitwise what it would be without the injection.
 """
 
 from __future__ import annotations
@@ -12,6 +17,12 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
+
+
+def _injected(factory, learning_rate, **constants) -> optax.GradientTransformation:
+    """``factory(learning_rate, **constants)`` with the learning rate kept in the state."""
+    injectable = optax.inject_hyperparams(factory, static_args=tuple(constants))
+    return injectable(learning_rate=learning_rate, **constants)
 
 
 def rmsprop(
@@ -26,6 +37,12 @@ def rmsprop(
     Epsilon sits inside the square root, as in Keras (and ``optax.rmsprop``'s default); velocities
     start at zero with no bias correction. Keras ``momentum > 0`` is optax's ``momentum`` trace.
     """
+    return _injected(
+        _rmsprop, learning_rate, rho=rho, momentum=momentum, epsilon=epsilon, centered=centered
+    )
+
+
+def _rmsprop(learning_rate, rho, momentum, epsilon, centered) -> optax.GradientTransformation:
     return optax.rmsprop(
         learning_rate,
         decay=rho,
@@ -58,7 +75,10 @@ def adam(
     ``w -= m alpha / (sqrt(v) + epsilon)``. Unlike ``optax.adam``, epsilon is added to the
     uncorrected ``sqrt(v)`` (an effective epsilon of ``epsilon / sqrt(1 - beta_2^t)``).
     """
+    return _injected(_adam, learning_rate, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon)
 
+
+def _adam(learning_rate, beta_1, beta_2, epsilon) -> optax.GradientTransformation:
     def init_fn(params: optax.Params) -> KerasAdamState:
         zeros = jax.tree.map(jnp.zeros_like, params)
         return KerasAdamState(count=jnp.zeros([], jnp.int32), mu=zeros, nu=zeros)
@@ -81,27 +101,21 @@ def sgd(
 ) -> optax.GradientTransformation:
     """``keras.optimizers.SGD``: ``m = momentum m - lr g; w += m`` (Nesterov:
     ``w += momentum m - lr g``), which is ``optax.sgd``'s trace scaled by ``-lr``."""
+    return _injected(_sgd, learning_rate, momentum=momentum, nesterov=nesterov)
+
+
+def _sgd(learning_rate, momentum, nesterov) -> optax.GradientTransformation:
     return optax.sgd(learning_rate, momentum=momentum or None, nesterov=nesterov)
 
 
 OPTIMIZERS = {"rmsprop": rmsprop, "adam": adam, "sgd": sgd}
-# Arguments that choose code paths, so they cannot be traced hyperparameters.
-STRUCTURAL_ARGS = {"rmsprop": ("momentum", "centered"), "adam": (), "sgd": ("momentum", "nesterov")}
 
 
-def get_optimizer(
-    name: str, learning_rate: float | None = None, *, injectable: bool = False
-) -> optax.GradientTransformation:
+def get_optimizer(name: str, learning_rate: float | None = None) -> optax.GradientTransformation:
     """``compile(optimizer="rmsprop")``: the named optimizer with Keras defaults, or the given
-    learning rate.
-
-    ``injectable=True`` keeps the numeric hyperparameters in the optimizer state
-    (``optax.inject_hyperparams``), so models stacked for ``jax.vmap`` can differ in them.
-    """
+    learning rate."""
     try:
         factory = OPTIMIZERS[name]
     except KeyError:
         raise ValueError(f"unknown optimizer {name!r}; use one of {sorted(OPTIMIZERS)}") from None
-    if injectable:
-        factory = optax.inject_hyperparams(factory, static_args=STRUCTURAL_ARGS[name])
     return factory() if learning_rate is None else factory(learning_rate)

@@ -1,68 +1,67 @@
-"""Pure, jittable training and evaluation functions. Nothing here touches the host.
+"""Pure, jittable training, evaluation and prediction functions. Nothing here touches the host.
 
-Shape letters: N examples, T time, S steps per epoch, B batch size.
+A batch is a dict ``{"x": inputs, "y": targets, "valid": [B]}`` (plus ``"sample_weight"``: ``[B]``
+or per step ``[B, T]``, when given), where inputs and targets are pytrees of arrays with a leading
+batch axis B. ``valid`` is 1 for a real example and 0 for the padding that fills a last partial
+batch, so every step has one compiled shape and every logged value is Keras' over the real
+examples only (``rnnjax.objective``).
 
-A batch is ``{"ids": [B, T] int32, "label": [B], "weight": [B] float32}``; ``weight`` is 1 for a
-real example and 0 for the padding that fills the last partial batch up to B, so every step has one
-compiled shape and every mean is Keras' mean over the real examples.
+Steps run in chunks: ``train_steps`` runs steps ``start .. stop - 1`` of an epoch's ``Batches``
+(``rnnjax.batches``) as one ``lax.while_loop``, so a whole epoch, or a few chunks of it for a live
+progress bar, is one compiled call whatever ``start`` and ``stop`` are.
 """
 
 from __future__ import annotations
 
 import contextlib
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 
-from rnnjax.batches import DeviceData, gather_batch
-from rnnjax.losses import accuracy, compute_loss
-from rnnjax.metrics import Metrics
+from rnnjax import objective
 from rnnjax.train_state import TrainState
 
-Batch = dict[str, jax.Array]
+Batch = dict[str, Any]
+Stats = dict[str, Any]
 
 
-def weighted_mean(values: jax.Array, weights: jax.Array) -> jax.Array:
-    return jnp.sum(values * weights) / jnp.maximum(jnp.sum(weights), 1.0)
-
-
-def train_step(state: TrainState, batch: Batch, rng: jax.Array) -> tuple[TrainState, Metrics]:
+def train_step(state: TrainState, batch: Batch, rng: jax.Array) -> tuple[TrainState, Stats]:
     """One optimizer step on ``batch`` with dropout drawn from ``rng``.
 
-    As in Keras, the returned metrics are the batch's loss and accuracy in training mode with the
-    parameters *before* the update.
+    As in Keras, the returned statistics are the batch's loss and metrics in training mode with
+    the parameters *before* the update.
     """
+    goal = state.objective
 
     def loss_fn(params):
-        logits = state.model.apply(
-            {"params": params}, batch["ids"], training=True, rngs={"dropout": rng}
-        )
-        losses = compute_loss(state.loss, logits, batch["label"])
-        return weighted_mean(losses, batch["weight"]), (logits, losses)
+        y_pred, model_state = state.apply(params, batch["x"], training=True, rng=rng)
+        terms = goal.loss_terms(batch["y"], y_pred, batch.get("sample_weight"), batch["valid"])
+        return goal.total_loss(terms, y_pred), (y_pred, terms, model_state)
 
-    (_, (logits, losses)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    metrics = Metrics.from_batch(losses, accuracy(logits, batch["label"]), batch["weight"])
-    return state.apply_gradients(grads), metrics
-
-
-def eval_step(state: TrainState, batch: Batch) -> Metrics:
-    """Loss and accuracy sums of ``batch`` in inference mode (no dropout)."""
-    logits = state.model.apply({"params": state.params}, batch["ids"])
-    losses = compute_loss(state.loss, logits, batch["label"])
-    return Metrics.from_batch(losses, accuracy(logits, batch["label"]), batch["weight"])
+    (total, (y_pred, terms, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        state.params
+    )
+    stats = goal.stats(batch["y"], y_pred, batch.get("sample_weight"), batch["valid"], terms, total)
+    return state.apply_gradients(grads).replace(model_state=model_state), stats
 
 
-def make_batch(
-    data: DeviceData,
-    rows: jax.Array,
-    weights: jax.Array,
-    sharding: jax.sharding.Sharding | None = None,
-) -> Batch:
-    """Rows ``rows [B]`` of the on-device dataset, with their weights ``[B]``; split over devices
-    along the batch axis when ``sharding`` is given (data parallelism)."""
-    ids, labels = gather_batch(data, rows)
-    batch = {"ids": ids, "label": labels, "weight": weights}
-    return batch if sharding is None else jax.lax.with_sharding_constraint(batch, sharding)
+def eval_step(state: TrainState, batch: Batch) -> Stats:
+    """The batch's loss and metric statistics in inference mode (no dropout)."""
+    goal = state.objective
+    y_pred, _ = state.apply(state.params, batch["x"])
+    weight = batch.get("sample_weight")
+    if goal.loss:
+        terms = goal.loss_terms(batch["y"], y_pred, weight, batch["valid"])
+        total = goal.total_loss(terms, y_pred)
+    else:
+        terms, total = {}, None
+    return goal.stats(batch["y"], y_pred, weight, batch["valid"], terms, total)
+
+
+def step_rng(state: TrainState) -> jax.Array:
+    """The dropout key of the state's next step."""
+    return jax.random.fold_in(state.rng, state.step)
 
 
 def mesh_context(sharding: jax.sharding.Sharding | None):
@@ -73,62 +72,57 @@ def mesh_context(sharding: jax.sharding.Sharding | None):
     return contextlib.nullcontext()
 
 
-def step_rng(state: TrainState) -> jax.Array:
-    """The dropout key of the state's next step."""
-    return jax.random.fold_in(state.rng, state.step)
+def train_steps(
+    state: TrainState, stats: Stats, batches, start: jax.Array, stop: jax.Array
+) -> tuple[TrainState, Stats, jax.Array]:
+    """Steps ``start .. stop - 1`` of ``batches``, adding each step's statistics to ``stats``.
 
-
-def train_epoch(
-    state: TrainState,
-    data: DeviceData,
-    indices: jax.Array,
-    weights: jax.Array,
-    sharding: jax.sharding.Sharding | None = None,
-) -> tuple[TrainState, Metrics, jax.Array]:
-    """A whole epoch as one ``lax.scan`` over steps, gathering each batch on device.
-
-    Args:
-      state: the training state.
-      data: the training set on device.
-      indices: ``[S, B]`` row numbers per step (the epoch's shuffled order).
-      weights: ``[S, B]`` 1 for real rows, 0 for padding.
-      sharding: how to split each batch over devices (None: one device).
+    The loop ends early right after a step whose loss is not finite (Keras' ``TerminateOnNaN``
+    decides on the host whether to go on).
 
     Returns:
-      ``(state, epoch metrics, per-step loss [S])``; the per-step losses let the host name the
-      first step whose loss was not finite.
+      ``(state, stats, steps)``: ``steps`` is the step after the last one run (``stop`` unless
+      a loss was not finite).
     """
 
-    def body(carry, step_inputs):
-        state, totals = carry
-        batch = make_batch(data, *step_inputs, sharding)
-        state, metrics = train_step(state, batch, step_rng(state))
-        return (state, totals.merge(metrics)), metrics.loss_sum / jnp.maximum(metrics.count, 1.0)
+    def keep_going(carry):
+        _, _, step, finite = carry
+        return (step < stop) & finite
 
-    with mesh_context(sharding):
-        (state, totals), step_losses = jax.lax.scan(
-            body, (state, Metrics.zeros()), (indices, weights)
+    def body(carry):
+        state, stats, step, _ = carry
+        state, batch_stats = train_step(state, batches.at(step), step_rng(state))
+        loss = batch_stats["loss"].stats["total"]
+        return state, objective.merge(stats, batch_stats), step + 1, jnp.isfinite(loss)
+
+    with mesh_context(batches.sharding):
+        state, stats, step, _ = jax.lax.while_loop(
+            keep_going, body, (state, stats, jnp.asarray(start, jnp.int32), jnp.asarray(True))
         )
-    return state, totals, step_losses
+    return state, stats, step
 
 
-def evaluate_epoch(
-    state: TrainState,
-    data: DeviceData,
-    indices: jax.Array,
-    weights: jax.Array,
-    sharding: jax.sharding.Sharding | None = None,
-) -> Metrics:
-    """Loss and accuracy sums over ``data`` in the order of ``indices [S, B]``."""
+def eval_steps(state: TrainState, stats: Stats, batches, start, stop) -> Stats:
+    """``stats`` plus those of steps ``start .. stop - 1`` of ``batches`` in inference mode."""
 
-    def body(totals, step_inputs):
-        return totals.merge(eval_step(state, make_batch(data, *step_inputs, sharding))), None
+    def body(step, stats):
+        return objective.merge(stats, eval_step(state, batches.at(step)))
 
-    with mesh_context(sharding):
-        totals, _ = jax.lax.scan(body, Metrics.zeros(), (indices, weights))
-    return totals
+    with mesh_context(batches.sharding):
+        return jax.lax.fori_loop(start, stop, body, stats)
 
 
-def predict_logits(state: TrainState, ids: jax.Array) -> jax.Array:
-    """Logits ``[N, C]`` for ``ids [N, T]`` in inference mode."""
-    return state.model.apply({"params": state.params}, ids)
+def predict_steps(state: TrainState, batches) -> Any:
+    """Outputs ``[S, B, ...]`` for every step of ``batches`` (padding rows included)."""
+
+    def body(_, step):
+        return None, state.apply(state.params, batches.at(step)["x"])[0]
+
+    with mesh_context(batches.sharding):
+        return jax.lax.scan(body, None, jnp.arange(batches.num_steps))[1]
+
+
+def zero_stats(state: TrainState, batches) -> Stats:
+    """Empty statistics of the values ``eval_step`` (and ``train_step``) log for these batches."""
+    shapes = jax.eval_shape(lambda: eval_step(state, batches.at(0)))
+    return jax.tree.map(lambda leaf: jnp.zeros(leaf.shape, leaf.dtype), shapes)

@@ -1,386 +1,364 @@
-"""The host-side loop: Keras' ``fit``, ``evaluate`` and ``predict`` over on-device data.
+"""The host loop: Keras' ``fit``, ``evaluate`` and ``predict`` for any model in a ``TrainState``.
 
-Everything traced lives in ``rnnjax.steps``; this module is Python control flow: epochs, early
-stopping decisions, checkpoints, the history file and progress output.
+``fit`` reads as Keras' does: epochs -> compiled chunks of steps -> callbacks. Everything traced
+lives in ``rnnjax.steps``; early stopping, checkpoints, history, progress and NaN handling are
+callbacks (``rnnjax.callbacks``, ``early_stopping``, ``checkpoint``) run between chunks.
+
+Data: ``x``/``y`` (and ``sample_weight``) are pytrees of arrays with a leading example axis N —
+integer ids ``[N, T]``, float features ``[N, T, D]``, dicts of several inputs, class ids, one-hot
+or float targets, per-step targets ``[N, T]``, several outputs — held on device and gathered batch
+by batch inside the compiled loop; or ``x`` is a data source (an iterable or a ``grain`` dataset
+of batches, ``rnnjax.streams``) streamed to the device in chunks while the previous one computes.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import time
+from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from rnnjax import steps
-from rnnjax.batches import batch_indices, seed_key, steps_per_epoch, to_device
-from rnnjax.checkpoint import Checkpoints
-from rnnjax.early_stopping import EarlyStopping
-from rnnjax.metrics import History, Metrics
-from rnnjax.models import probabilities
-from rnnjax.progress import Progress
+from rnnjax import objective, steps
+from rnnjax.batches import ArrayData, num_examples, seed_key, to_device
+from rnnjax.callbacks import Callback, CallbackList, History, Loop, ProgbarLogger, TerminateOnNaN
 from rnnjax.sharding import batch_sharding, replicate
+from rnnjax.streams import Stream, is_source
 from rnnjax.train_state import TrainState
-from rnnjax.validation import check_batch_size, check_dataset, check_ids, check_loss
-from rnnjax.workdir import write_atomic
+from rnnjax.validation import check_batch_size
 
-Arrays = tuple[np.ndarray, np.ndarray]  # (ids [N, T], labels [N])
+_train_steps = jax.jit(steps.train_steps, donate_argnums=(0, 1))
+_eval_steps = jax.jit(steps.eval_steps, donate_argnums=1)
+_predict_steps = jax.jit(steps.predict_steps)
+_zero_stats = jax.jit(steps.zero_stats)
 
-_train_epoch = jax.jit(steps.train_epoch, donate_argnums=0, static_argnames="sharding")
-_train_step = jax.jit(steps.train_step, donate_argnums=0)
-_evaluate_epoch = jax.jit(steps.evaluate_epoch, static_argnames="sharding")
-_make_batch = jax.jit(steps.make_batch, static_argnames="sharding")
-_batch_indices = jax.jit(batch_indices, static_argnames=("n", "batch_size", "shuffle"))
-_predict = jax.jit(lambda state, ids: probabilities(steps.predict_logits(state, ids)))
-
-
-@dataclasses.dataclass(frozen=True)
-class LoopState:
-    """Where ``fit`` is, besides the ``TrainState``: what a resumed run needs to continue exactly.
-
-    ``epoch`` is the epoch in progress (0-based) and ``step`` how many of its steps are done
-    (non-zero only after an interrupt in per-step mode), with ``totals`` their metric sums.
-    ``stopped`` says why training ended for good ("early_stopping" or "nan", at ``nan_at``), so a
-    resumed run that finds it only finishes. ``run`` identifies the schedule (batch size, seed,
-    examples) a resumed run must share.
-    """
-
-    epoch: int = 0
-    step: int = 0
-    totals: tuple[float, float, float] = (0.0, 0.0, 0.0)
-    history: History = History()
-    early_stopping: EarlyStopping | None = None
-    stopped: str | None = None
-    nan_at: tuple[int, int] | None = None
-    run: dict = dataclasses.field(default_factory=dict)
-
-    def to_json(self) -> dict:
-        return {
-            "epoch": self.epoch,
-            "step": self.step,
-            "totals": list(self.totals),
-            "history": list(self.history.epochs),
-            "early_stopping": None
-            if self.early_stopping is None
-            else dataclasses.asdict(self.early_stopping),
-            "stopped": self.stopped,
-            "nan_at": self.nan_at,
-            "run": self.run,
-        }
-
-    @classmethod
-    def from_json(cls, data: dict) -> LoopState:
-        stopping = data.get("early_stopping")
-        return cls(
-            epoch=data["epoch"],
-            step=data["step"],
-            totals=tuple(data["totals"]),
-            history=History(tuple(data["history"])),
-            early_stopping=None if stopping is None else EarlyStopping(**stopping),
-            stopped=data.get("stopped"),
-            nan_at=None if data.get("nan_at") is None else tuple(data["nan_at"]),
-            run=data.get("run", {}),
-        )
+LIVE_UPDATES = 20  # chunks an epoch while a progress bar is drawn live
 
 
 @dataclasses.dataclass(frozen=True)
 class FitResult:
-    """What ``fit`` ends with. ``state`` holds the restored best weights when early stopping
-    restores them; ``nan_at`` is ``(epoch, step)`` (1-based) when a non-finite loss ended it;
-    ``interrupted`` when ``should_stop`` asked it to stop (the latest checkpoint has the rest)."""
+    """What ``fit`` ends with: the final ``state`` (the best weights when ``EarlyStopping``
+    restored them), the ``History`` callback, every callback in run order, and whether an
+    ``Interrupt`` ended it inside the run (``BackupAndRestore`` saved where)."""
 
     state: TrainState
     history: History
-    early_stopping: EarlyStopping | None
-    nan_at: tuple[int, int] | None = None
+    callbacks: tuple[Callback, ...]
     interrupted: bool = False
 
-
-def _first_non_finite(step_losses: np.ndarray) -> int | None:
-    bad = np.flatnonzero(~np.isfinite(step_losses))
-    return int(bad[0]) + 1 if bad.size else None
-
-
-def _totals(values: tuple[float, float, float]) -> Metrics:
-    return Metrics(*(jnp.asarray(v, jnp.float32) for v in values))
-
-
-def _run_per_step(
-    state, data, indices, weights, totals, first_step, progress, should_stop, sharding
-):
-    """Steps ``first_step..S`` of an epoch, one jitted dispatch each, for a live progress bar.
-
-    Stops after a non-finite loss, or after any step once ``should_stop()`` is true; returns the
-    state, the epoch's running totals, the per-step losses and the number of steps done.
-    """
-    step_losses = []
-    step = first_step
-    while step < indices.shape[0]:
-        batch = _make_batch(data, indices[step], weights[step], sharding)
-        with steps.mesh_context(sharding):
-            state, metrics = _train_step(state, batch, steps.step_rng(state))
-        totals = totals.merge(metrics)
-        step += 1
-        step_losses.append(float(metrics.loss_sum / jnp.maximum(metrics.count, 1.0)))
-        progress.step_end(step, totals.compute())
-        if not math.isfinite(step_losses[-1]) or should_stop():
-            break
-    return state, totals, np.asarray(step_losses), step
-
-
-def _placement(mesh: Mesh | None, batch_size: int):
-    """``(place, batch sharding)``: identity and None on one device; replication and the batch
-    split for a data-parallel mesh."""
-    if mesh is None:
-        return (lambda tree: tree), None
-    if batch_size % mesh.size:
-        raise ValueError(f"batch_size {batch_size} does not split evenly over {mesh.size} devices")
-    return (lambda tree: replicate(tree, mesh)), batch_sharding(mesh)
-
-
-def _check_same_schedule(saved: dict, current: dict, directory: str) -> None:
-    """A resumed run continues the saved one only with the same batches (size, seed, data)."""
-    changed = [f"{k} {saved[k]} -> {current[k]}" for k in current if saved.get(k) != current[k]]
-    if changed:
-        raise ValueError(
-            f"cannot resume the run in {directory}: its checkpoint was made with another "
-            f"schedule ({', '.join(changed)}); resume with the same arguments or start a new run"
-        )
+    @property
+    def nan_at(self) -> tuple[int, int] | None:
+        """``(epoch, step)`` (1-based) where ``TerminateOnNaN`` stopped training, if it did."""
+        found = [c.nan_at for c in self.callbacks if isinstance(c, TerminateOnNaN)]
+        return found[0] if found else None
 
 
 def fit(
     state: TrainState,
-    train: Arrays,
-    validation: Arrays | None = None,
+    x: Any = None,
+    y: Any = None,
     *,
+    batch_size: int | None = None,
     epochs: int = 1,
-    batch_size: int = 32,
+    verbose: int | str = "auto",
+    callbacks: Sequence[Callback] = (),
+    validation_split: float = 0.0,
+    validation_data: Any = None,
+    shuffle: bool = True,
+    class_weight: dict[int, float] | None = None,
+    sample_weight: Any = None,
     seed: int = 0,
-    early_stopping: EarlyStopping | None = None,
-    checkpoints: Checkpoints | None = None,
-    checkpoint_config: dict | None = None,
-    resume: bool = False,
-    history_path: str | None = None,
-    progress: Progress | None = None,
-    per_step: bool = False,
-    should_stop=lambda: False,
+    steps_per_epoch: int | None = None,
+    validation_batch_size: int | None = None,
+    validation_freq: int = 1,
+    steps_per_execution: int | str = "auto",
     mesh: Mesh | None = None,
 ) -> FitResult:
-    """Keras ``model.fit(x, y, validation_data=..., epochs, batch_size, callbacks=[...])``.
-
-    Each epoch draws a fresh shuffled order from ``(seed, epoch)`` and runs ``ceil(N / batch_size)``
-    steps, the last one partial (its padding has weight 0). By default the whole epoch is one
-    compiled call; ``per_step=True`` dispatches step by step so a live bar can follow.
+    """Keras' ``model.fit``: trains ``state`` for ``epochs`` epochs.
 
     Args:
-      state: the initial ``TrainState`` (also the structure a resumed state is restored into).
-      train, validation: ``(ids [N, T] int, labels [N])`` numpy arrays.
-      epochs: the number of epochs (Keras' ``epochs``).
-      batch_size: examples per step (validation uses the same); larger than N means one batch.
-      seed: the shuffling seed (any Python int).
-      early_stopping: Keras ``EarlyStopping`` record, or None.
-      checkpoints: where to keep the best (by ``checkpoints.monitor``) and, after every epoch, the
-        latest checkpoint (state, best weights, loop position, history). Without ``resume`` it
-        must hold no checkpoints yet.
-      checkpoint_config: JSON config stored with each checkpoint (to rebuild the model).
-      resume: continue from ``checkpoints``' newest intact latest checkpoint, when there is one.
-        Shuffling and dropout depend only on the seed, epoch and step, so the result equals an
-        uninterrupted run; a run that had already stopped (early stopping, a non-finite loss, or
-        every epoch done) trains nothing more and only finishes. The batch size, seed and number
-        of examples must be the checkpoint's.
-      history_path: ``history.json`` rewritten atomically after every epoch.
-      progress: where progress goes (a quiet one when None).
-      per_step: one dispatch per step instead of one per epoch.
-      should_stop: polled after every step (per-step mode) or epoch; when it returns True the run
-        saves the latest checkpoint and returns with ``interrupted=True`` (Ctrl-C handling).
+      state: the model, optimizer, loss and metrics (``TrainState.create``), also the structure
+        a ``BackupAndRestore`` backup is restored into.
+      x: inputs, a pytree of arrays ``[N, ...]``; or a data source (``rnnjax.streams``) of
+        ``(x, y)``, ``(x, y, sample_weight)`` or ``{"x", "y"[, "sample_weight"]}`` batches, with
+        ``y`` None.
+      y: targets, a pytree of arrays ``[N, ...]`` matching the model's outputs.
+      batch_size: examples per step (default 32; a source brings its own); larger than N means
+        one batch of N, as in Keras. The last partial batch is padded with rows that count
+        nowhere, so every step has one compiled shape.
+      epochs: the epoch to end at (Keras: an end index; a resumed run continues to it).
+      verbose: 0 silent, 1 (``"auto"``) Keras' progress bar, 2 one line per epoch.
+      callbacks: ``rnnjax.callbacks.Callback``s, run in order before rnnjax's ``History`` and
+        ``ProgbarLogger``.
+      validation_split: the last fraction of the arrays (before shuffling) held out for
+        validation, as Keras does.
+      validation_data: ``(x, y)`` or ``(x, y, sample_weight)`` arrays, or a data source;
+        evaluated after every ``validation_freq``-th epoch with the post-epoch weights; logged
+        with the prefix ``val_``.
+      shuffle: a fresh order of the arrays each epoch, from ``(seed, epoch)`` alone.
+      class_weight: ``{class id: weight}``, turned into per-example weights from ``y`` (Keras;
+        not with ``sample_weight``, one output only).
+      sample_weight: ``[N]`` per example, or ``[N, T]`` per step of per-step targets.
+      seed: the shuffling seed (any Python int); dropout keys come from the state's ``rng``.
+      steps_per_epoch: for a source without a length: steps that make an epoch.
+      validation_batch_size: default ``batch_size``.
+      validation_freq: validate every this many epochs.
+      steps_per_execution: steps per compiled call; ``"auto"``: the whole epoch, or about
+        1/20 of it while a progress bar is drawn live. Callbacks' ``on_train_batch_*`` run
+        between calls.
       mesh: a ``sharding.data_mesh``: each batch is split over its devices, the state and data
         are replicated (``batch_size`` must divide evenly). Same results as one device.
 
     Returns:
-      A ``FitResult``. Validation logs are prefixed ``val_``; every epoch also logs ``seconds``.
+      A ``FitResult``.
     """
-    config = state.model.config
-    batch_size = check_batch_size(batch_size)
-    if epochs < 1:
-        raise ValueError(f"epochs must be >= 1, got {epochs}")
-    check_loss(state.loss, config.num_classes)
-    train = check_dataset(train, config.vocab_size, config.num_classes, "training data")
-    if validation is not None:
-        validation = check_dataset(
-            validation, config.vocab_size, config.num_classes, "validation data"
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
+    verbose = _verbosity(verbose)
+    if not 0 <= validation_split < 1:
+        raise ValueError(f"validation_split must be in [0, 1), got {validation_split}")
+    if validation_freq < 1:
+        raise ValueError(f"validation_freq must be >= 1, got {validation_freq}")
+    if state.tx is None or not state.objective.loss:
+        raise ValueError(
+            "fit needs a state with an optimizer and a loss: TrainState.create(tx=, loss=)"
         )
-    num_examples = len(train[0])
-    schedule = {"batch_size": batch_size, "seed": int(seed), "examples": num_examples}
-    loop = LoopState(early_stopping=early_stopping, run=schedule)
-    # Weights that must outlive the epoch that made them (the next epoch donates the state): the
-    # best checkpoint's and the ones early stopping restores (the same arrays when the same epoch).
-    best = {"best_params": None, "restore_params": None}
-    if checkpoints is not None:
-        if resume:
-            like = {name: state.params for name in best}
-            restored = checkpoints.restore_latest(state, like)
-            if restored is not None:
-                state, arrays, saved = restored
-                loop = LoopState.from_json(saved)
-                _check_same_schedule(loop.run, schedule, checkpoints.directory)
-                if loop.stopped is None and loop.epoch > epochs:
-                    raise ValueError(
-                        f"the run in {checkpoints.directory} has done {loop.epoch} epochs; "
-                        f"resume it with epochs >= {loop.epoch}, not {epochs}"
-                    )
-                best.update(arrays)
-                if best["restore_params"] is None and loop.early_stopping is not None:
-                    best["restore_params"] = best["best_params"]
-            checkpoints.reconcile_best(best["best_params"], checkpoint_config or {})
-        elif checkpoints.latest_step is not None or checkpoints.best_epoch is not None:
-            raise ValueError(
-                f"{checkpoints.directory} holds another run's checkpoints; pass resume=True to "
-                "continue it or use an empty directory"
-            )
-    # Epochs donate the state's buffers; copy once so the caller's state stays usable.
-    state = jax.tree.map(jnp.copy, state)
-    place, split = _placement(mesh, min(batch_size, num_examples))
+    place, sharding = _placement(mesh)
+    state = place(jax.tree.map(jnp.copy, state))  # fit donates; the caller's state stays usable
+
+    if is_source(x):
+        if y is not None or sample_weight is not None or class_weight is not None:
+            raise ValueError("with a data source, its batches carry y and sample_weight")
+        if validation_split:
+            raise ValueError("validation_split needs arrays; give validation_data for a source")
+        train = Stream(x, steps_per_epoch=steps_per_epoch, sharding=sharding)
+        schedule = {"source": type(x).__name__}
+    else:
+        data = _arrays(x, y, sample_weight, class_weight, "training data")
+        if validation_split:
+            data, validation_data = _split(data, validation_split)
+        batch_size = check_batch_size(32 if batch_size is None else batch_size)
+        _check_mesh(mesh, min(batch_size, num_examples(data)))
+        train = ArrayData(
+            place(to_device(data)), batch_size, seed_key(seed), shuffle=shuffle, sharding=sharding
+        )
+        schedule = {"batch_size": batch_size, "seed": int(seed), "examples": train.n}
+    validation = _validation(validation_data, validation_batch_size or batch_size, place, sharding)
+
+    zeros = _zero_stats(state, train.example_batches())
+    loop = Loop(state=state, epochs=epochs, steps_per_epoch=train.steps, schedule=schedule)
+    loop.epoch_stats = _fresh(zeros)
+    loop.directions = objective.directions(zeros)
+    loop.directions |= {f"val_{k}": v for k, v in loop.directions.items()}
+    history = History()
+    progbar = ProgbarLogger(verbose)
+    callback_list = CallbackList([*callbacks, history, progbar], loop)
+    chunk = _chunk_size(steps_per_execution, progbar, train.steps)
+
+    try:
+        callback_list.on_train_begin()
+        logs: dict[str, Any] = {}
+        for epoch in range(loop.epoch, epochs):
+            if loop.stop_training:  # restored from a backup of a run that had stopped
+                break
+            loop.epoch = epoch
+            callback_list.on_epoch_begin(epoch)
+            logs = _train_epoch(loop, train, epoch, chunk, callback_list)
+            if loop.interrupted:
+                break
+            if validation is not None and (epoch + 1) % validation_freq == 0:
+                logs |= _validate(loop.state, validation, zeros, callback_list)
+            callback_list.on_epoch_end(epoch, logs)
+            loop.epoch, loop.step, loop.epoch_stats = epoch + 1, 0, _fresh(zeros)
+            if loop.stop_training or loop.interrupted:
+                break
+        callback_list.on_train_end(logs)
+    finally:
+        callback_list.release()
+    return FitResult(loop.state, history, tuple(callback_list.callbacks), loop.interrupted)
+
+
+def _train_epoch(loop: Loop, train, epoch: int, chunk: int | None, callback_list) -> dict:
+    """Runs the epoch's steps from ``loop.step`` in compiled chunks, callbacks between them;
+    returns the epoch's (running) training logs."""
+    for batches, start, stop, offset in train.chunks(epoch, loop.step, chunk):
+        while start < stop:  # a non-finite loss ends a call early: the rest runs on from there
+            callback_list.on_train_batch_begin(offset + start)
+            state, stats, done = _train_steps(loop.state, loop.epoch_stats, batches, start, stop)
+            loop.state, loop.epoch_stats, start = state, stats, int(done)
+            loop.step = offset + start
+            logs = objective.to_logs(objective.results(stats))
+            callback_list.on_train_batch_end(loop.step - 1, logs)
+            if loop.stop_training or loop.interrupted:
+                return logs
+    # Also when a resumed run finds the epoch's steps all done.
+    return objective.to_logs(objective.results(loop.epoch_stats))
+
+
+def _validate(state, validation, zeros, callback_list) -> dict[str, Any]:
+    callback_list.on_test_begin()
+    stats = _fresh(zeros)
+    for batches, start, stop, offset in validation.chunks(0, 0, None):
+        callback_list.on_test_batch_begin(offset + start)
+        stats = _eval_steps(state, stats, batches, start, stop)
+        callback_list.on_test_batch_end(offset + stop - 1)
+    logs = objective.to_logs(objective.results(stats))
+    callback_list.on_test_end(logs)
+    return {f"val_{k}": v for k, v in logs.items()}
+
+
+def evaluate(
+    state: TrainState,
+    x: Any = None,
+    y: Any = None,
+    *,
+    batch_size: int | None = None,
+    sample_weight: Any = None,
+    steps: int | None = None,
+    callbacks: Sequence[Callback] = (),
+    mesh: Mesh | None = None,
+) -> dict[str, float]:
+    """Keras' ``model.evaluate(..., return_dict=True)``: the loss and metrics over ``x``/``y``
+    (arrays, or a data source) in inference mode — each over all examples, padding left out."""
+    place, sharding = _placement(mesh)
     state = place(state)
-    train_data = place(to_device(*train))
-    shuffle_key = seed_key(seed)
-    val_data = val_indices = val_weights = None
-    if validation is not None:
-        val_data = place(to_device(*validation))
-        val_indices, val_weights = place(
-            _batch_indices(
-                seed_key(0), 0, n=len(validation[0]), batch_size=batch_size, shuffle=False
-            )
+    data = (x, y, sample_weight) if not is_source(x) else x
+    validation = _validation(data, batch_size, place, sharding, steps)
+    zeros = _zero_stats(state, validation.example_batches())
+    loop = Loop(state=state, epochs=1, steps_per_epoch=validation.steps)
+    callback_list = CallbackList(list(callbacks), loop)
+    logs = _validate(state, validation, zeros, callback_list)
+    return {k.removeprefix("val_"): v for k, v in logs.items()}
+
+
+def predict(
+    state: TrainState,
+    x: Any,
+    *,
+    batch_size: int | None = None,
+    steps: int | None = None,
+    mesh: Mesh | None = None,
+) -> Any:
+    """Keras' ``model.predict``: the model's outputs on ``x`` in inference mode, numpy arrays
+    ``[N, ...]`` (a pytree for several outputs). ``x`` is a pytree of arrays, or a data source
+    of inputs (or of ``(x, ...)``/``{"x": ...}`` batches)."""
+    place, sharding = _placement(mesh)
+    state = place(state)
+    if is_source(x):
+        source = Stream(x, steps_per_epoch=steps, sharding=sharding, inputs_only=True)
+    else:
+        source = ArrayData(
+            place(to_device({"x": x})),
+            check_batch_size(32 if batch_size is None else batch_size),
+            None,
+            shuffle=False,
+            sharding=sharding,
         )
-    num_steps = steps_per_epoch(num_examples, batch_size)
-    progress = progress or Progress(epochs, num_steps, quiet=True)
-    history, early_stopping = loop.history, loop.early_stopping
-    nan_at, interrupted = loop.nan_at, False
-    finished = loop.stopped is not None
+    pieces = []
+    for batches, _, _, _ in source.chunks(0, 0, None):
+        outputs, valid = jax.device_get((_predict_steps(state, batches), batches.valid))
+        rows = np.asarray(valid).reshape(-1) > 0
+        pieces.append(jax.tree.map(lambda o, r=rows: o.reshape(-1, *o.shape[2:])[r], outputs))
+    return jax.tree.map(lambda *parts: np.concatenate(parts), *pieces)
 
-    def save_latest(position: LoopState) -> None:
-        if checkpoints is None:
-            return
-        arrays = {}
-        if best["best_params"] is not None:
-            arrays["best_params"] = best["best_params"]
-        if best["restore_params"] is not None and best["restore_params"] is not best["best_params"]:
-            arrays["restore_params"] = best["restore_params"]
-        config = checkpoint_config or {}
-        checkpoints.save_latest(int(state.step), state, arrays, position.to_json(), config)
 
-    for epoch in range(loop.epoch, epochs if not finished else loop.epoch):
-        start = time.perf_counter()
-        progress.epoch_begin(epoch)
-        indices, weights = place(
-            _batch_indices(shuffle_key, epoch, n=num_examples, batch_size=batch_size)
+def _fresh(zeros):
+    """A copy of the empty statistics (each compiled call donates the statistics it is given)."""
+    return jax.tree.map(jnp.copy, zeros)
+
+
+def _verbosity(verbose: int | str) -> int:
+    if verbose == "auto":
+        return 1
+    if verbose not in (0, 1, 2) or isinstance(verbose, bool):
+        raise ValueError(f"verbose must be 0, 1, 2 or 'auto', got {verbose!r}")
+    return int(verbose)
+
+
+def _chunk_size(steps_per_execution: int | str, progbar: ProgbarLogger, steps: int | None):
+    if steps_per_execution == "auto":
+        if progbar.live and steps:
+            return max(1, math.ceil(steps / LIVE_UPDATES))
+        return None  # the whole epoch
+    if isinstance(steps_per_execution, bool) or not isinstance(steps_per_execution, int):
+        raise ValueError(
+            f"steps_per_execution must be 'auto' or an int, got {steps_per_execution!r}"
         )
-        first_step = loop.step if epoch == loop.epoch else 0
-        totals = _totals(loop.totals) if first_step else Metrics.zeros()
-        if per_step:
-            state, totals, step_losses, done = _run_per_step(
-                state,
-                train_data,
-                indices,
-                weights,
-                totals,
-                first_step,
-                progress,
-                should_stop,
-                split,
-            )
-        else:
-            state, epoch_totals, step_losses = _train_epoch(
-                state, train_data, indices[first_step:], weights[first_step:], split
-            )
-            if checkpoints is not None:
-                checkpoints.seal()  # the last epoch's saves, while this one computes
-            totals, done = totals.merge(epoch_totals), num_steps
-        bad_step = _first_non_finite(np.asarray(step_losses))
-        if bad_step is not None:
-            nan_at = (epoch + 1, first_step + bad_step)
-            save_latest(
-                LoopState(
-                    epoch, 0, (0.0, 0.0, 0.0), history, early_stopping, "nan", nan_at, schedule
-                )
-            )
-            break
-        if done < num_steps:  # interrupted inside the epoch
-            totals_host = tuple(
-                float(v)
-                for v in jax.device_get((totals.loss_sum, totals.correct_sum, totals.count))
-            )
-            save_latest(LoopState(epoch, done, totals_host, history, early_stopping, run=schedule))
-            interrupted = True
-            break
-        logs = totals.compute()
-        if val_data is not None:
-            logs |= _evaluate_epoch(state, val_data, val_indices, val_weights, split).compute(
-                "val_"
-            )
-        logs["seconds"] = time.perf_counter() - start
-        history = history.append(logs)
+    if steps_per_execution < 1:
+        raise ValueError(f"steps_per_execution must be >= 1, got {steps_per_execution}")
+    return steps_per_execution
 
-        snapshot = None  # one copy of this epoch's weights, shared by whoever keeps them
-        if early_stopping is not None:
-            early_stopping = early_stopping.update(epoch, logs)
-            if early_stopping.improved and early_stopping.restore_best_weights:
-                snapshot = jax.tree.map(jnp.copy, state.params)
-                best["restore_params"] = snapshot
-        if checkpoints is not None and checkpoints.is_new_best(logs):
-            if snapshot is None:
-                snapshot = jax.tree.map(jnp.copy, state.params)
-            best["best_params"] = snapshot
-            checkpoints.save_best(epoch, snapshot, logs, checkpoint_config or {})
-        stopped = "early_stopping" if early_stopping and early_stopping.stop_training else None
-        save_latest(
-            LoopState(
-                epoch + 1, 0, (0.0, 0.0, 0.0), history, early_stopping, stopped, None, schedule
-            )
+
+def _arrays(x, y, sample_weight, class_weight, name: str) -> dict:
+    """The training arrays as one pytree ``{"x", "y"[, "sample_weight"]}``, checked."""
+    if x is None or y is None:
+        raise ValueError(f"{name}: give x and y (or a data source as x)")
+    data = {"x": x, "y": y}
+    if class_weight is not None:
+        if sample_weight is not None:
+            raise ValueError("give class_weight or sample_weight, not both (as Keras)")
+        sample_weight = _class_weights(y, class_weight)
+    if sample_weight is not None:
+        data["sample_weight"] = np.asarray(sample_weight, np.float32)
+    n = num_examples(data, name)
+    if n == 0:
+        raise ValueError(f"{name} is empty")
+    return data
+
+
+def _class_weights(y, class_weight: dict) -> np.ndarray:
+    """Keras' ``class_weight_to_sample_weights``: each example's weight from its class id (the
+    argmax of a one-hot target, a trailing 1 squeezed), 1.0 for classes not listed."""
+    if len(jax.tree.leaves(y)) != 1:
+        raise ValueError("class_weight needs a model with one output")
+    y = np.asarray(jax.tree.leaves(y)[0])
+    if y.ndim > 1 and y.shape[-1] == 1:
+        y = y[..., 0]
+    if y.ndim > 1:
+        y = np.argmax(y, axis=-1)
+    classes = np.rint(y).astype(np.int64)
+    return np.asarray([class_weight.get(int(c), 1.0) for c in classes], np.float32)
+
+
+def _split(data: dict, fraction: float) -> tuple[dict, tuple]:
+    """Keras' ``validation_split``: the last ``N - floor(N (1 - fraction))`` examples, in order."""
+    n = num_examples(data)
+    cut = math.floor(n * (1 - fraction))
+    if cut == 0 or cut == n:
+        raise ValueError(
+            f"validation_split={fraction} leaves an empty split of {n} examples; change it"
         )
-        if history_path is not None:
-            write_atomic(history_path, history.to_json())
-        progress.epoch_end({k: v for k, v in logs.items() if k != "seconds"})
-        if stopped:
-            break
-        if should_stop():
-            interrupted = epoch + 1 < epochs
-            break
-
-    if history_path is not None:
-        write_atomic(history_path, history.to_json())
-    if nan_at is not None:
-        progress.print(f"Epoch {nan_at[0]}, step {nan_at[1]}: invalid loss, terminating training")
-    if early_stopping is not None and not interrupted:
-        for line in early_stopping.messages():
-            progress.print(line)
-        if early_stopping.restores and best["restore_params"] is not None:
-            state = state.replace(params=best["restore_params"])
-    return FitResult(state, history, early_stopping, nan_at, interrupted)
+    head = jax.tree.map(lambda a: np.asarray(a)[:cut], data)
+    tail = jax.tree.map(lambda a: np.asarray(a)[cut:], data)
+    return head, (tail["x"], tail["y"], tail.get("sample_weight"))
 
 
-def evaluate(state: TrainState, data: Arrays, batch_size: int = 32) -> dict[str, float]:
-    """Keras ``model.evaluate``: ``{"loss", "accuracy"}`` over ``data`` in inference mode."""
-    config = state.model.config
-    check_loss(state.loss, config.num_classes)
-    data = check_dataset(data, config.vocab_size, config.num_classes, "evaluation data")
-    batch_size = check_batch_size(batch_size)
-    indices, weights = _batch_indices(
-        seed_key(0), 0, n=len(data[0]), batch_size=batch_size, shuffle=False
-    )
-    return _evaluate_epoch(state, to_device(*data), indices, weights).compute()
+def _validation(data, batch_size, place, sharding, steps=None):
+    """Validation (or evaluation) data as batches in order: arrays or a source; None if none."""
+    if data is None:
+        return None
+    if is_source(data):
+        return Stream(data, steps_per_epoch=steps, sharding=sharding)
+    if not isinstance(data, (tuple, list)) or len(data) not in (2, 3):
+        raise ValueError("validation_data must be (x, y), (x, y, sample_weight) or a data source")
+    x, y, *weight = data
+    arrays = _arrays(x, y, weight[0] if weight else None, None, "validation data")
+    batch_size = check_batch_size(32 if batch_size is None else batch_size)
+    return ArrayData(place(to_device(arrays)), batch_size, None, shuffle=False, sharding=sharding)
 
 
-def predict(state: TrainState, ids: np.ndarray, batch_size: int = 32) -> np.ndarray:
-    """Keras ``model.predict``: probabilities ``[N, C]`` (sigmoid or softmax of the logits)."""
-    ids = check_ids(ids, state.model.config.vocab_size, "predict ids")
-    batch_size = min(check_batch_size(batch_size), len(ids))
-    outputs = []
-    for start in range(0, len(ids), batch_size):
-        chunk = np.asarray(ids[start : start + batch_size])
-        padded = np.zeros((batch_size, *chunk.shape[1:]), chunk.dtype)
-        padded[: len(chunk)] = chunk  # one compiled shape; the padding rows are dropped
-        outputs.append(np.asarray(_predict(state, padded))[: len(chunk)])
-    return np.concatenate(outputs)
+def _placement(mesh: Mesh | None):
+    """``(place, batch sharding)``: identity and None on one device; replication and the batch
+    split for a data-parallel mesh."""
+    if mesh is None:
+        return (lambda tree: tree), None
+    return (lambda tree: replicate(tree, mesh)), batch_sharding(mesh)
+
+
+def _check_mesh(mesh: Mesh | None, batch_size: int) -> None:
+    if mesh is not None and batch_size % mesh.size:
+        raise ValueError(f"batch_size {batch_size} does not split evenly over {mesh.size} devices")

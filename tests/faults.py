@@ -79,14 +79,14 @@ def install(phase: str, nth: int) -> None:
 
     if phase == "after_config":
         _kill_on_call(experiment, "write_atomic", nth, when=named("config.json"))
-    elif phase == "compile":  # train_step is called while train_epoch is traced
+    elif phase == "compile":  # train_step is called while the chunk of steps is traced
         _kill_on_call(steps, "train_step", nth, before=True)
-    elif phase == "mid_epoch":
-        _kill_on_call(train, "_train_epoch", nth)
+    elif phase == "mid_epoch":  # a compiled chunk dispatched, not finished
+        _kill_on_call(train, "_train_steps", nth)
     elif phase == "save_best":
-        _kill_on_call(checkpoint.Checkpoints, "save_best", nth)
+        _kill_on_call(checkpoint.ModelCheckpoint, "_save", nth)
     elif phase == "save_latest":
-        _kill_on_call(checkpoint.Checkpoints, "save_latest", nth)
+        _kill_on_call(checkpoint.BackupAndRestore, "_save", nth)
     elif phase == "seal":
         _kill_on_call(checkpoint, "write_manifest", nth, before=True)
     elif phase == "final_evaluation":
@@ -160,8 +160,9 @@ def outputs(workdir: Path) -> tuple[list[dict], dict, int, dict]:
     workdir = Path(workdir)
     history = json.loads((workdir / "history.json").read_text())["epochs"]
     metrics = json.loads((workdir / "metrics.json").read_text())
-    _, params, _ = load_model(str(workdir / "checkpoints"))
-    (best_epoch,) = [int(p.name) for p in (workdir / "checkpoints" / "best").iterdir()]
+    params = load_model(str(workdir / "checkpoints")).params
+    best = workdir / "checkpoints" / "best"
+    (best_epoch,) = [int(p.name) for p in best.iterdir() if p.name.isdigit()]
     flat = {
         "/".join(str(k) for k in path): np.asarray(leaf) for path, leaf in _leaves_with_path(params)
     }

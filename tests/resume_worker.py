@@ -3,7 +3,8 @@
     python resume_worker.py WORKDIR [--per-step] [--kill-at-step E:S] [--interrupt-at-step E:S]
                             [--kill-in-save N] [--resume]
 
-Trains a small LSTM on synthetic data with checkpoints in WORKDIR and writes ``result.json`` and
+Trains a small LSTM on synthetic data with checkpoints in WORKDIR (``BackupAndRestore`` resumes
+whatever is there; ``--resume`` is accepted for symmetry) and writes ``result.json`` and
 ``params.npz`` there when it finishes. ``--kill-at-step E:S`` SIGKILLs itself after step S of epoch
 E
 (1-based, per-step mode); ``--interrupt-at-step E:S`` asks fit to stop there, as Ctrl-C does
@@ -22,11 +23,11 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from rnnjax import Classifier, LayerSpec, ModelConfig, init_params  # noqa: E402
-from rnnjax.checkpoint import Checkpoints  # noqa: E402
+from rnnjax import Classifier, LayerSpec, ModelConfig, init_params, losses  # noqa: E402
+from rnnjax.callbacks import Interrupt, LambdaCallback  # noqa: E402
+from rnnjax.checkpoint import BackupAndRestore, ModelCheckpoint  # noqa: E402
 from rnnjax.early_stopping import EarlyStopping  # noqa: E402
 from rnnjax.optimizers import adam  # noqa: E402
-from rnnjax.progress import Progress  # noqa: E402
 from rnnjax.train import fit  # noqa: E402
 from rnnjax.train_state import TrainState  # noqa: E402
 
@@ -41,20 +42,19 @@ def data():
     return (ids[:110], labels[:110]), (ids[110:], labels[110:])
 
 
-class TriggerProgress(Progress):
-    """Calls ``action`` after step S of epoch E (both 1-based)."""
+def at_step(at: str, action) -> LambdaCallback:
+    """Calls ``action`` after step S of epoch E (both 1-based; one step a chunk)."""
+    epoch, step = map(int, at.split(":"))
+    state = {"epoch": -1}
 
-    def __init__(self, at, action):
-        super().__init__(EPOCHS, 4, quiet=True)
-        self.at, self.action, self.epoch = tuple(map(int, at.split(":"))), action, -1
+    def begin(e, logs=None):
+        state["epoch"] = e
 
-    def epoch_begin(self, epoch):
-        self.epoch = epoch
-        super().epoch_begin(epoch)
+    def end(batch, logs=None):
+        if (state["epoch"] + 1, batch + 1) == (epoch, step):
+            action()
 
-    def step_end(self, step, logs):
-        if (self.epoch + 1, step) == self.at:
-            self.action()
+    return LambdaCallback(on_epoch_begin=begin, on_train_batch_end=end)
 
 
 def main():
@@ -68,7 +68,7 @@ def main():
     args = parser.parse_args()
 
     if args.kill_in_save:
-        original = Checkpoints.save_latest
+        original = BackupAndRestore._save
         calls = []
 
         def save_then_die(self, *a, **k):
@@ -77,47 +77,47 @@ def main():
             if len(calls) == args.kill_in_save:
                 os.kill(os.getpid(), signal.SIGKILL)  # the async write is still in flight
 
-        Checkpoints.save_latest = save_then_die
+        BackupAndRestore._save = save_then_die
 
-    progress = None
+    callbacks = [
+        EarlyStopping(patience=10, restore_best_weights=True),
+        ModelCheckpoint(os.path.join(args.workdir, "best"), save_best_only=True),
+        BackupAndRestore(os.path.join(args.workdir, "latest")),
+    ]
     interrupted = []
     if args.kill_at_step:
-        progress = TriggerProgress(args.kill_at_step, lambda: os.kill(os.getpid(), signal.SIGKILL))
+        callbacks.append(at_step(args.kill_at_step, lambda: os.kill(os.getpid(), signal.SIGKILL)))
     if args.interrupt_at_step:
-        progress = TriggerProgress(args.interrupt_at_step, lambda: interrupted.append(1))
-    model = Classifier(CONFIG)
+        callbacks.append(at_step(args.interrupt_at_step, lambda: interrupted.append(1)))
+        callbacks.append(Interrupt(lambda: bool(interrupted)))
     init_key, dropout_key = jax.random.split(jax.random.key(0))
     state = TrainState.create(
-        model=model,
+        model=Classifier(CONFIG),
         params=init_params(CONFIG, init_key),
         tx=adam(1e-2),
         rng=dropout_key,
-        loss="binary_crossentropy",
+        loss=losses.BinaryCrossentropy(from_logits=True),
+        metrics=["accuracy"],
     )
-    checkpoints = Checkpoints(os.path.join(args.workdir, "checkpoints"))
-    train, val = data()
-    try:
-        result = fit(
-            state,
-            train,
-            val,
-            epochs=EPOCHS,
-            batch_size=32,
-            seed=1,
-            early_stopping=EarlyStopping(patience=10, restore_best_weights=True),
-            checkpoints=checkpoints,
-            resume=args.resume,
-            per_step=args.per_step,
-            progress=progress,
-            should_stop=lambda: bool(interrupted),
-        )
-    finally:
-        checkpoints.close()
+    (x, y), val = data()
+    result = fit(
+        state,
+        x,
+        y,
+        validation_data=val,
+        epochs=EPOCHS,
+        batch_size=32,
+        seed=1,
+        callbacks=callbacks,
+        steps_per_execution=1 if args.per_step else "auto",
+        verbose=0,
+    )
     if result.interrupted:
         sys.exit(130)
-    history = [{k: v for k, v in e.items() if k != "seconds"} for e in result.history.epochs]
     with open(os.path.join(args.workdir, "result.json"), "w") as f:
-        json.dump({"history": history, "best_epoch": result.early_stopping.best_epoch}, f)
+        json.dump(
+            {"history": result.history.epochs, "best_epoch": result.callbacks[0].best_epoch}, f
+        )
     leaves = jax.tree_util.tree_leaves_with_path(result.state.params)
     np.savez(
         os.path.join(args.workdir, "params.npz"),

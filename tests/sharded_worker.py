@@ -31,7 +31,7 @@ def main():
 
     import numpy as np
 
-    from rnnjax import Classifier, LayerSpec, ModelConfig, init_params
+    from rnnjax import Classifier, LayerSpec, ModelConfig, init_params, losses
     from rnnjax.optimizers import rmsprop
     from rnnjax.sharding import data_mesh
     from rnnjax.train import fit
@@ -46,7 +46,8 @@ def main():
         params=init_params(config, jax.random.key(0)),
         tx=rmsprop(1e-2),
         rng=jax.random.key(1),
-        loss="binary_crossentropy",
+        loss=losses.BinaryCrossentropy(from_logits=True),
+        metrics=["accuracy", "auc"],
     )
     results = {}
     meshes = {"sharded": data_mesh()}
@@ -55,12 +56,14 @@ def main():
     for name, mesh in meshes.items():
         result = fit(
             state,
-            (ids[:118], labels[:118]),
-            (ids[118:], labels[118:]),
+            ids[:118],
+            labels[:118],
+            validation_data=(ids[118:], labels[118:]),
             epochs=3,
             batch_size=16,
             seed=2,
             mesh=mesh,
+            verbose=0,
         )
         results[f"{name}_loss"] = np.asarray(result.history.history["loss"])
         results[f"{name}_val_loss"] = np.asarray(result.history.history["val_loss"])

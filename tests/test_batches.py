@@ -10,11 +10,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rnnjax.batches import (
-    DeviceData,
+    ArrayData,
     batch_indices,
     epoch_permutation,
-    gather_batch,
     iterate_batches,
+    num_examples,
     seed_key,
     steps_per_epoch,
     to_device,
@@ -113,40 +113,38 @@ def test_weighted_means_over_a_padded_epoch_equal_keras_means():
     np.testing.assert_allclose(keras / 1000, losses.mean(), rtol=1e-6)
 
 
-def test_a_fused_epoch_gathers_on_device():
+def test_an_epoch_is_gathered_on_device_from_a_pytree():
     x, y = dataset(45, t=4)
-    data = to_device(x, y.astype(np.int64))
-    chex.assert_shape([data.x, data.y], [(45, 4), (45,)])
-    chex.assert_type([data.x, data.y], [jnp.int32, jnp.int32])
+    data = to_device({"x": {"ids": x.astype(np.int64)}, "y": y.astype(np.int64)})
+    chex.assert_type([data["x"]["ids"], data["y"]], [jnp.int32, jnp.int32])
+    epoch = ArrayData(data, 16, seed_key(5), shuffle=True).epoch(2)
+    assert epoch.num_steps == 3
 
     @jax.jit
-    def epoch(data: DeviceData, seed, epoch):
-        indices, weights = batch_indices(seed, epoch, n=45, batch_size=16)
+    def total(batches):
+        def step(carry, s):
+            batch = batches.at(s)
+            chex.assert_shape(
+                [batch["x"]["ids"], batch["y"], batch["valid"]], [(16, 4), (16,), (16,)]
+            )
+            return carry + (batch["valid"] * batch["y"].astype(jnp.float32)).sum(), batch["y"]
 
-        def step(total, step_input):
-            rows, w = step_input
-            xb, yb = gather_batch(data, rows)
-            chex.assert_shape([xb, yb], [(16, 4), (16,)])
-            return total + (w * yb.astype(jnp.float32)).sum(), yb
+        return jax.lax.scan(step, jnp.float32(0), jnp.arange(batches.num_steps))
 
-        return jax.lax.scan(step, jnp.float32(0), (indices, weights))
-
-    total, seen = epoch(data, 5, 2)
-    assert float(total) == y.sum()
+    summed, seen = total(epoch)
+    assert float(summed) == y.sum()
     host = [yb for _, yb in iterate_batches(x, y, 16, seed=5, epoch=2)]
     np.testing.assert_array_equal(np.asarray(seen)[-1][: len(host[-1])], host[-1])
     np.testing.assert_array_equal(np.asarray(seen)[0], host[0])
 
 
-def test_to_device_dtypes_and_validation():
+def test_num_examples_names_the_leaves_that_disagree():
     x, _ = dataset(4)
-    assert to_device(x.astype(np.int64), np.linspace(0, 1, 4)).y.dtype == jnp.float32
-    with pytest.raises(ValueError, match="y has 3"):
-        to_device(x, np.zeros(3))
-    with pytest.raises(ValueError, match=r"integer \[N, T\]"):
-        to_device(x.astype(np.float32), np.zeros(4))
-    with pytest.raises(ValueError, match=r"integer \[N, T\]"):
-        to_device(x[:, 0], np.zeros(4))
+    assert num_examples({"x": x, "y": np.zeros(4)}) == 4
+    with pytest.raises(ValueError, match=r"data\['y'\] has 3 examples but data\['x'\] has 4"):
+        num_examples({"x": x, "y": np.zeros(3)})
+    with pytest.raises(ValueError, match="is a scalar"):
+        num_examples({"x": x, "y": np.float32(1)})
 
 
 def test_empty_split_and_bad_batch_size_are_errors():

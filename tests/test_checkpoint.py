@@ -1,7 +1,6 @@
 """Checkpoints under damage, loss and misuse, in process: what a resumed ``fit`` trusts, what it
 rewrites, what it refuses; ``load_model`` reads only."""
 
-import dataclasses
 import shutil
 import warnings
 
@@ -11,8 +10,15 @@ import numpy as np
 import pytest
 from faults import damage, largest_file
 
-from rnnjax import Classifier, LayerSpec, ModelConfig, init_params
-from rnnjax.checkpoint import MANIFEST, CheckpointError, Checkpoints, load_model
+from rnnjax import Classifier, LayerSpec, ModelConfig, init_params, losses
+from rnnjax.callbacks import Loop
+from rnnjax.checkpoint import (
+    MANIFEST,
+    BackupAndRestore,
+    CheckpointError,
+    ModelCheckpoint,
+    load_model,
+)
 from rnnjax.early_stopping import EarlyStopping
 from rnnjax.optimizers import rmsprop
 from rnnjax.train import fit
@@ -20,17 +26,17 @@ from rnnjax.train_state import TrainState
 from rnnjax.workdir import WorkdirError
 
 CONFIG = ModelConfig(50, 8, (LayerSpec("lstm", 6, dropout=0.2),))
-CHECKPOINT_CONFIG = {"model": dataclasses.asdict(CONFIG)}
 
 
-def _state(lr=0.01):
+def _state(lr=0.01, loss=losses.BinaryCrossentropy(from_logits=True)):  # noqa: B008
     init_key, dropout_key = jax.random.split(jax.random.key(0))
     return TrainState.create(
         model=Classifier(CONFIG),
         params=init_params(CONFIG, init_key),
         tx=rmsprop(lr),
         rng=dropout_key,
-        loss="binary_crossentropy",
+        loss=loss,
+        metrics=["accuracy"],
     )
 
 
@@ -45,43 +51,48 @@ def splits():
     return _data(rng, 90), _data(rng, 40)
 
 
-def _fit(directory, splits, resume=False, **kwargs):
-    checkpoints = Checkpoints(str(directory))
-    try:
-        options = dict(epochs=8, batch_size=32, seed=3, resume=resume)
-        result = fit(
-            _state(),
-            *splits,
-            early_stopping=EarlyStopping(patience=1, restore_best_weights=True),
-            checkpoints=checkpoints,
-            checkpoint_config=CHECKPOINT_CONFIG,
-            **(options | kwargs),
-        )
-    finally:
-        checkpoints.close()
-    return result
+def _fit(directory, splits, **kwargs):
+    """A run with the recipes' callbacks; its checkpoints in ``directory/best`` and ``latest``."""
+    (x, y), validation = splits
+    options = dict(epochs=8, batch_size=32, seed=3, verbose=0)
+    return fit(
+        _state(),
+        x,
+        y,
+        validation_data=validation,
+        callbacks=[
+            EarlyStopping(patience=1, restore_best_weights=True),
+            ModelCheckpoint(str(directory / "best"), save_best_only=True),
+            BackupAndRestore(str(directory / "latest")),
+        ],
+        **(options | kwargs),
+    )
 
 
 @pytest.fixture(scope="module")
 def reference(splits, tmp_path_factory):
     directory = tmp_path_factory.mktemp("reference") / "checkpoints"
     result = _fit(directory, splits)
-    assert result.early_stopping.stop_training and result.early_stopping.best_epoch > 0
+    stopping = result.callbacks[0]
+    assert stopping.state.stop_training and stopping.best_epoch > 0
     return directory, result
 
 
+def _steps(directory):
+    return sorted((p for p in directory.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
+
+
 def _latest(directory):
-    return sorted((directory / "latest").iterdir(), key=lambda p: int(p.name))
+    return _steps(directory / "latest")
 
 
 def _assert_same(result, reference, directory):
-    strip = lambda h: [{k: v for k, v in e.items() if k != "seconds"} for e in h.epochs]  # noqa
-    assert strip(result.history) == strip(reference[1].history)
+    assert result.history.epochs == reference[1].history.epochs
     chex.assert_trees_all_equal(result.state.params, reference[1].state.params)
-    _, params, _ = load_model(str(directory))
-    chex.assert_trees_all_equal(params, reference[1].state.params)  # best == restored weights
-    assert [p.name for p in (directory / "best").iterdir()] == [
-        str(reference[1].early_stopping.best_epoch)
+    restored = load_model(str(directory / "best"), _state())
+    chex.assert_trees_all_equal(restored.params, reference[1].state.params)  # best == restored
+    assert [p.name for p in _steps(directory / "best")] == [
+        str(reference[1].callbacks[0].best_epoch)
     ]
 
 
@@ -106,7 +117,7 @@ def test_resume_falls_back_from_a_damaged_newest_checkpoint(
     with pytest.warns(
         UserWarning, match=rf"resuming from latest/\d+; removed latest/{newest.name}"
     ):
-        result = _fit(directory, splits, resume=True)
+        result = _fit(directory, splits)
     _assert_same(result, reference, directory)
 
 
@@ -116,7 +127,7 @@ def test_resume_refuses_when_no_checkpoint_is_intact(splits, reference, tmp_path
     for step in _latest(directory):
         damage(largest_file(step / "state"), "xor")
     with pytest.raises(CheckpointError, match="no intact checkpoint.*differs from its checksum"):
-        _fit(directory, splits, resume=True)
+        _fit(directory, splits)
 
 
 @pytest.mark.parametrize("how", ["deleted", "damaged", "older", "newer"])
@@ -124,7 +135,7 @@ def test_resume_makes_best_hold_the_best_epoch(splits, reference, tmp_path, how)
     directory = tmp_path / "checkpoints"
     shutil.copytree(reference[0], directory)
     best = directory / "best"
-    (epoch_dir,) = best.iterdir()
+    (epoch_dir,) = _steps(best)
     if how == "deleted":
         damage(best, "delete")
     elif how == "damaged":
@@ -133,7 +144,7 @@ def test_resume_makes_best_hold_the_best_epoch(splits, reference, tmp_path, how)
         epoch_dir.rename(best / "0")
     else:  # saved after the position resumed from (killed before the latest save)
         shutil.copytree(epoch_dir, best / "99")
-    result = _fit(directory, splits, resume=True)
+    result = _fit(directory, splits)
     _assert_same(result, reference, directory)
 
 
@@ -141,65 +152,57 @@ def test_resume_refuses_another_schedule(splits, reference, tmp_path):
     directory = tmp_path / "checkpoints"
     shutil.copytree(reference[0], directory)
     with pytest.raises(ValueError, match=r"another schedule \(batch_size 32 -> 16\)"):
-        _fit(directory, splits, resume=True, batch_size=16)
+        _fit(directory, splits, batch_size=16)
     with pytest.raises(ValueError, match=r"another schedule \(seed 3 -> 4\)"):
-        _fit(directory, splits, resume=True, seed=4)
-    with pytest.raises(ValueError, match="holds another run's checkpoints; pass resume=True"):
+        _fit(directory, splits, seed=4)
+
+
+def test_a_fresh_run_refuses_another_runs_best_checkpoints(splits, reference, tmp_path):
+    directory = tmp_path / "checkpoints"
+    shutil.copytree(reference[0] / "best", directory / "best")
+    with pytest.raises(ValueError, match="holds another run's checkpoints"):
         _fit(directory, splits)
 
 
 def test_a_second_user_of_a_checkpoint_directory_is_refused(tmp_path):
-    first = Checkpoints(str(tmp_path / "checkpoints"))
-    try:
-        with pytest.raises(WorkdirError, match=r"in use by another run \(pid \d+"):
-            Checkpoints(str(tmp_path / "checkpoints"))
-    finally:
-        first.close()
-    Checkpoints(str(tmp_path / "checkpoints")).close()  # released: usable again
+    loop = Loop(state=_state(), epochs=1, steps_per_epoch=1)
+    first, second = (BackupAndRestore(str(tmp_path / "latest")) for _ in range(2))
+    for callback in (first, second):
+        callback.set_loop(loop)
+    first.on_train_begin()
+    with pytest.raises(WorkdirError, match=r"in use by another run \(pid \d+"):
+        second.on_train_begin()
+    first.on_train_end()
+    second.on_train_begin()  # released: usable again
+    second.on_train_end()
 
 
 def test_load_model_reads_only(reference, tmp_path):
     for missing in (tmp_path / "nothing", tmp_path / "empty"):
-        with pytest.raises(CheckpointError, match="no best checkpoint"):
-            load_model(str(missing))
+        with pytest.raises(CheckpointError, match="no checkpoint under"):
+            load_model(str(missing), _state())
         assert not missing.exists()
     (tmp_path / "empty").mkdir()
     with pytest.raises(CheckpointError):
-        load_model(str(tmp_path / "empty"))
+        load_model(str(tmp_path / "empty"), _state())
     assert list((tmp_path / "empty").iterdir()) == []
     directory = tmp_path / "checkpoints"
     shutil.copytree(reference[0], directory)
-    (epoch_dir,) = (directory / "best").iterdir()
+    (epoch_dir,) = _steps(directory / "best")
+    with pytest.raises(CheckpointError, match="no config to rebuild the model from"):
+        load_model(str(directory))
     params_file = largest_file(epoch_dir / "params")
     damage(params_file, "xor")
     with pytest.raises(CheckpointError, match=f"{params_file} differs from its checksum"):
-        load_model(str(directory))
+        load_model(str(directory), _state())
 
 
 def test_early_stopping_on_a_missing_metric_warns_once(splits):
-    train, _ = splits
+    (x, y), _ = splits
     stopping = EarlyStopping(monitor="val_loss", patience=2)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        result = fit(_state(), train, epochs=3, batch_size=32, early_stopping=stopping)
+        result = fit(_state(), x, y, epochs=3, batch_size=32, verbose=0, callbacks=[stopping])
     messages = [str(w.message) for w in caught if "val_loss" in str(w.message)]
     assert len(messages) == 1 and "not available" in messages[0] and "loss" in messages[0]
     assert len(result.history) == 3
-
-
-def test_a_loss_that_does_not_fit_the_model_is_refused(splits):
-    train, _ = splits
-    wide = Classifier(dataclasses.replace(CONFIG, num_classes=3))
-    params = wide.init(jax.random.key(0), train[0][:1])["params"]
-    state = TrainState.create(
-        model=wide,
-        params=params,
-        tx=rmsprop(1e-3),
-        rng=jax.random.key(1),
-        loss="binary_crossentropy",
-    )
-    with pytest.raises(ValueError, match="binary_crossentropy needs a model with one output"):
-        fit(state, (train[0], train[1] % 3), epochs=1)
-    binary = _state().replace(loss="sparse_categorical_crossentropy")
-    with pytest.raises(ValueError, match="one output per class"):
-        fit(binary, train, epochs=1)

@@ -5,10 +5,10 @@ import jax
 import numpy as np
 import pytest
 
-from rnnjax import Classifier, LayerSpec, ModelConfig, init_params
+from rnnjax import Classifier, LayerSpec, ModelConfig, init_params, losses
 from rnnjax.early_stopping import EarlyStopping
 from rnnjax.ensemble import fit_ensemble, stack, unstack
-from rnnjax.optimizers import get_optimizer
+from rnnjax.optimizers import rmsprop
 from rnnjax.train import fit
 from rnnjax.train_state import TrainState
 
@@ -18,13 +18,13 @@ SEEDS = (3, 4, 5)
 
 def _state(seed, learning_rate=1e-2):
     init_key, dropout_key = jax.random.split(jax.random.key(seed))
-    tx = get_optimizer("rmsprop", learning_rate, injectable=True)
     return TrainState.create(
         model=Classifier(CONFIG),
         params=init_params(CONFIG, init_key),
-        tx=tx,
+        tx=rmsprop(learning_rate),  # the learning rate lives in the state: grids stack
         rng=dropout_key,
-        loss="binary_crossentropy",
+        loss=losses.BinaryCrossentropy(from_logits=True),
+        metrics=["accuracy"],
     )
 
 
@@ -36,8 +36,8 @@ def data():
     return (ids[:130], labels[:130]), (ids[130:], labels[130:])
 
 
-def _strip(history):
-    return [{k: v for k, v in e.items() if k != "seconds"} for e in history.epochs]
+def _strip(epochs):
+    return [{k: v for k, v in e.items() if k != "seconds"} for e in epochs]
 
 
 @pytest.mark.parametrize(
@@ -50,16 +50,32 @@ def test_vmapped_models_equal_separate_runs(data, learning_rates):
     rule = EarlyStopping(patience=1, restore_best_weights=True)
     states = [_state(seed, lr) for seed, lr in zip(SEEDS, learning_rates)]
     together = fit_ensemble(
-        stack(states), train, val, seeds=SEEDS, epochs=6, batch_size=32, early_stopping=rule
+        stack(states),
+        *train,
+        validation_data=val,
+        seeds=SEEDS,
+        epochs=6,
+        batch_size=32,
+        early_stopping=rule,
+        verbose=0,
     )
     for k, (state, seed) in enumerate(zip(states, SEEDS)):
-        alone = fit(state, train, val, epochs=6, batch_size=32, seed=seed, early_stopping=rule)
-        ours, theirs = _strip(together.histories[k]), _strip(alone.history)
+        alone = fit(
+            state,
+            *train,
+            validation_data=val,
+            epochs=6,
+            batch_size=32,
+            seed=seed,
+            callbacks=[rule],
+            verbose=0,
+        )
+        ours, theirs = _strip(together.histories[k]), _strip(alone.history.epochs)
         assert len(ours) == len(theirs)
         for a, b in zip(ours, theirs):
             for key in b:
                 assert a[key] == pytest.approx(b[key], abs=1e-5), (k, key)
-        assert together.early_stopping[k].best_epoch == alone.early_stopping.best_epoch
+        assert together.early_stopping[k].best_epoch == alone.callbacks[0].best_epoch
         chex.assert_trees_all_close(
             unstack(together.state)[k].params, alone.state.params, atol=1e-5
         )
@@ -71,12 +87,13 @@ def test_each_model_stops_on_its_own(data):
     states = stack([_state(seed, lr) for seed, lr in zip(SEEDS, (0.3, 1e-2, 1e-3))])
     result = fit_ensemble(
         states,
-        train,
-        val,
+        *train,
+        validation_data=val,
         seeds=SEEDS,
         epochs=12,
         batch_size=32,
         early_stopping=EarlyStopping(patience=0),
+        verbose=0,
     )
     lengths = [len(h) for h in result.histories]
     assert len(set(lengths)) > 1, lengths

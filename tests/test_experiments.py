@@ -13,7 +13,8 @@ import pytest
 
 from experiments.__main__ import recipes
 from rnnjax.checkpoint import load_model
-from rnnjax.experiment import load_splits, run
+from rnnjax.experiment import load_splits, run, targets
+from rnnjax.train import evaluate
 
 pytest_plugins = ["data_fixtures"]  # imdb_data_dir, reuters_data_dir
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -58,8 +59,13 @@ def test_recipe_runs_end_to_end(name, experiment, tmp_path, request):
         (workdir / "summary.txt").read_text().split("Total params: ")[1].split()[0].replace(",", "")
     )
     # The best checkpoint alone rebuilds the model.
-    model, params, config = load_model(str(workdir / "checkpoints"))
-    assert config["name"] == name and model.config == experiment.model
+    restored = load_model(str(workdir / "checkpoints"))
+    assert restored.model.config == experiment.model
+    val_ids, val_labels = load_splits(
+        experiment.data, str(_data_dir(experiment, request))
+    ).validation
+    logs = evaluate(restored, val_ids, targets(experiment, val_labels), batch_size=64)
+    assert logs == pytest.approx({"loss": metrics["val_loss"], "accuracy": metrics["val_accuracy"]})
 
 
 def test_load_splits_pads_and_splits(imdb_data_dir):

@@ -1,24 +1,33 @@
-"""The fit loop on small synthetic data: Keras means, determinism, modes, early stopping."""
+"""The fit loop on small synthetic data: Keras' means, determinism, chunking, early stopping,
+checkpoints, NaN handling, and ``fit``/``evaluate``/``predict`` for models that are not the
+tutorials' (regression, sequence labelling, several inputs and outputs, weights)."""
 
-import json
-import os
-
-import chex
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rnnjax import Classifier, LayerSpec, ModelConfig, init_params
-from rnnjax.checkpoint import Checkpoints, load_model
+from rnnjax import (
+    RNN,
+    Classifier,
+    LayerSpec,
+    LSTMCell,
+    ModelConfig,
+    init_params,
+    losses,
+    metrics,
+)
+from rnnjax.callbacks import LambdaCallback, TerminateOnNaN
+from rnnjax.checkpoint import ModelCheckpoint, load_model
 from rnnjax.early_stopping import EarlyStopping
-from rnnjax.losses import binary_crossentropy
-from rnnjax.metrics import History
-from rnnjax.optimizers import rmsprop
+from rnnjax.optimizers import adam, rmsprop
 from rnnjax.train import evaluate, fit, predict
 from rnnjax.train_state import TrainState
 
 CONFIG = ModelConfig(50, 8, (LayerSpec("lstm", 6, dropout=0.2),))
+BCE = losses.BinaryCrossentropy(from_logits=True)
+ACCURACY = metrics.BinaryAccuracy(name="accuracy", threshold=0.0)
 
 
 def _data(rng, n, time=12):
@@ -28,15 +37,14 @@ def _data(rng, n, time=12):
     return ids, labels
 
 
-def _state(seed=0, lr=1e-2):
-    model = Classifier(CONFIG)
+def _state(seed=0, lr=1e-2, tx=None, **objective):
     init_key, dropout_key = jax.random.split(jax.random.key(seed))
     return TrainState.create(
-        model=model,
+        model=Classifier(CONFIG),
         params=init_params(CONFIG, init_key),
-        tx=rmsprop(lr),
+        tx=tx or rmsprop(lr),
         rng=dropout_key,
-        loss="binary_crossentropy",
+        **({"loss": BCE, "metrics": [ACCURACY]} | objective),
     )
 
 
@@ -46,176 +54,342 @@ def splits():
     return _data(rng, 203), _data(rng, 61)  # 203 = 6 batches of 32 + a partial batch of 11
 
 
+def _strip(history):
+    return [{k: v for k, v in logs.items()} for logs in history.epochs]
+
+
 def test_training_learns_and_logs_keras_keys(splits):
-    train, val = splits
-    result = fit(_state(), train, val, epochs=6, batch_size=32)
+    (x, y), val = splits
+    result = fit(_state(), x, y, validation_data=val, epochs=6, batch_size=32, verbose=0)
     history = result.history.history
-    assert list(history) == ["loss", "accuracy", "val_loss", "val_accuracy", "seconds"]
-    assert history["loss"][-1] < history["loss"][0]
-    assert history["val_accuracy"][-1] > 0.6
+    assert list(history) == ["accuracy", "loss", "val_accuracy", "val_loss"]
+    assert history["loss"][-1] < history["loss"][0] and history["val_accuracy"][-1] > 0.6
+    assert result.history.epoch == list(range(6))
 
 
 def test_same_seed_gives_identical_history(splits):
-    train, val = splits
-    first = fit(_state(), train, val, epochs=3, batch_size=32, seed=5)
-    second = fit(_state(), train, val, epochs=3, batch_size=32, seed=5)
-    strip = lambda h: [{k: v for k, v in e.items() if k != "seconds"} for e in h.epochs]  # noqa
-    assert strip(first.history) == strip(second.history)
-    chex.assert_trees_all_equal(first.state.params, second.state.params)
-    third = fit(_state(), train, val, epochs=3, batch_size=32, seed=6)
-    assert strip(third.history) != strip(first.history)
+    (x, y), val = splits
+    run = lambda seed: fit(  # noqa: E731
+        _state(), x, y, validation_data=val, epochs=3, batch_size=32, seed=seed, verbose=0
+    )
+    first, second, third = run(5), run(5), run(6)
+    assert _strip(first.history) == _strip(second.history)
+    jax.tree.map(np.testing.assert_array_equal, first.state.params, second.state.params)
+    assert _strip(third.history) != _strip(first.history)
 
 
-def test_per_step_mode_equals_the_fused_epoch(splits):
-    train, val = splits
-    fused = fit(_state(), train, val, epochs=2, batch_size=32)
-    stepped = fit(_state(), train, val, epochs=2, batch_size=32, per_step=True)
-    for a, b in zip(fused.history.epochs, stepped.history.epochs):
-        for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
-            assert a[key] == pytest.approx(b[key], abs=1e-5)
-    chex.assert_trees_all_close(fused.state.params, stepped.state.params, atol=1e-5)
+@pytest.mark.parametrize("steps_per_execution", [1, 3])
+def test_chunked_epochs_equal_the_whole_epoch_call(splits, steps_per_execution):
+    (x, y), val = splits
+    whole = fit(_state(), x, y, validation_data=val, epochs=2, batch_size=32, verbose=0)
+    chunks = []
+    chunked = fit(
+        _state(),
+        x,
+        y,
+        validation_data=val,
+        epochs=2,
+        batch_size=32,
+        verbose=0,
+        steps_per_execution=steps_per_execution,
+        callbacks=[LambdaCallback(on_train_batch_end=lambda batch, logs: chunks.append(batch))],
+    )
+    assert _strip(whole.history) == _strip(chunked.history)  # bitwise
+    jax.tree.map(np.testing.assert_array_equal, whole.state.params, chunked.state.params)
+    expected = [min(s + steps_per_execution, 7) - 1 for s in range(0, 7, steps_per_execution)]
+    assert chunks == expected * 2
 
 
 def test_evaluate_is_the_exact_mean_over_every_example(splits):
-    """The padded last batch carries weight 0: the mean is over all N, as Keras reports."""
+    """The padded last batch counts nowhere: the mean is over all N, as Keras reports."""
     _, (ids, labels) = splits
     state = _state()
-    logits = Classifier(CONFIG).apply({"params": state.params}, jnp.asarray(ids))
-    losses = np.asarray(binary_crossentropy(logits, jnp.asarray(labels)))
-    correct = (np.asarray(logits)[:, 0] > 0) == labels
-    for batch_size in (7, 32, 61, 100):
-        logs = evaluate(state, (ids, labels), batch_size)
-        assert logs["loss"] == pytest.approx(losses.mean(), rel=1e-5)
+    logits = np.asarray(Classifier(CONFIG).apply({"params": state.params}, jnp.asarray(ids)))
+    p = 1 / (1 + np.exp(-logits[:, 0].astype(np.float64)))
+    bce = -(labels * np.log(p) + (1 - labels) * np.log(1 - p))
+    correct = (logits[:, 0] > 0) == labels
+    for batch_size in (7, 32, 61, 100, 10**9):
+        logs = evaluate(state, ids, labels, batch_size=batch_size)
+        assert logs["loss"] == pytest.approx(bce.mean(), rel=1e-5)
         assert logs["accuracy"] == pytest.approx(correct.mean())
-    probs = predict(state, ids, batch_size=16)
-    chex.assert_shape(probs, (61, 1))
-    np.testing.assert_allclose(probs[:, 0], jax.nn.sigmoid(logits[:, 0]), rtol=1e-5)
+    outputs = predict(state, ids, batch_size=16)
+    assert outputs.shape == (61, 1)
+    np.testing.assert_allclose(outputs, logits, rtol=1e-5, atol=1e-6)
 
 
-def test_train_loss_is_the_sample_weighted_mean_of_batch_losses(splits):
+def test_train_loss_is_the_batch_size_weighted_mean_of_batch_losses(splits):
     """Keras: epoch loss = sum_b loss_b * n_b / N over batches (pre-update, dropout on)."""
-    train, _ = splits
+    (x, y), _ = splits
     state = _state(lr=1e-9)  # parameters barely move: every batch sees the initial model
-    result = fit(state, train, epochs=1, batch_size=32)
-    logits = Classifier(CONFIG).apply({"params": state.params}, jnp.asarray(train[0]))
+    result = fit(state, x, y, epochs=1, batch_size=32, verbose=0)
+    plain = evaluate(state, x, y, batch_size=32)["loss"]
     # Without dropout noise this would be exact; dropout makes it an estimate of the same mean.
-    plain = float(np.mean(binary_crossentropy(logits, jnp.asarray(train[1]))))
     assert result.history.epochs[0]["loss"] == pytest.approx(plain, abs=0.05)
 
 
-def test_early_stopping_restores_the_best_epoch_weights(splits, tmp_path):
-    train, val = splits
-    stopping = EarlyStopping(monitor="val_loss", patience=1, restore_best_weights=True)
-    # A large learning rate makes validation loss bounce, so the run stops early.
-    checkpoints = Checkpoints(str(tmp_path / "checkpoints"))
+def test_early_stopping_restores_the_best_epoch_and_the_checkpoint_holds_it(splits, tmp_path):
+    (x, y), val = splits
     result = fit(
-        _state(lr=0.3),
-        train,
-        val,
+        _state(lr=0.3),  # validation loss bounces: the run stops early
+        x,
+        y,
+        validation_data=val,
         epochs=30,
         batch_size=32,
-        early_stopping=stopping,
-        checkpoints=checkpoints,
-        checkpoint_config={"model": _model_dict()},
-        history_path=str(tmp_path / "history.json"),
+        verbose=0,
+        callbacks=[
+            EarlyStopping(patience=1, restore_best_weights=True),
+            ModelCheckpoint(str(tmp_path / "best"), save_best_only=True),
+        ],
     )
-    checkpoints.close()
-    stopping = result.early_stopping
-    assert stopping.stop_training and len(result.history) == stopping.stopped_epoch + 1
+    stopping = result.callbacks[0]
     val_losses = result.history.history["val_loss"]
+    assert stopping.state.stop_training and len(result.history) == stopping.stopped_epoch + 1
     assert stopping.best_epoch == int(np.argmin(val_losses))
-    # The restored weights are the best epoch's: they reproduce its validation loss...
-    assert evaluate(result.state, val, 32)["loss"] == pytest.approx(min(val_losses), rel=1e-5)
-    # ...and equal the best-only checkpoint, which rebuilds from the directory alone.
-    model, params, config = load_model(str(tmp_path / "checkpoints"))
-    chex.assert_trees_all_close(params, result.state.params)
-    assert model.config == CONFIG == ModelConfig.from_dict(config["model"])
-    saved = History.from_json((tmp_path / "history.json").read_text())
-    assert [e["val_loss"] for e in saved.epochs] == val_losses
+    assert evaluate(result.state, *val, batch_size=32)["loss"] == pytest.approx(min(val_losses))
+    restored = load_model(str(tmp_path / "best"), _state())  # a model's own abstract state
+    jax.tree.map(np.testing.assert_array_equal, restored.params, result.state.params)
+    assert evaluate(restored, *val)["loss"] == pytest.approx(min(val_losses))
 
 
-def test_nan_loss_terminates_with_the_epoch_and_step(splits):
-    train, val = splits
-    state = _state()
-    poisoned = jax.tree.map(lambda p: p, state.params)
-    poisoned["dense"]["bias"] = jnp.full_like(poisoned["dense"]["bias"], jnp.nan)
-    result = fit(state.replace(params=poisoned), train, val, epochs=3, batch_size=32)
-    assert result.nan_at == (1, 1) and len(result.history) == 0
+def test_a_nan_loss_ends_training_where_keras_does(splits):
+    """A learning rate that turns NaN at step 17 (epoch 3, step 3 of 7): the step after it has
+    a NaN loss, TerminateOnNaN stops, the epoch still validates and is recorded (Keras)."""
+    (x, y), val = splits
+    schedule = lambda count: jnp.where(count == 16, jnp.nan, 1e-2)  # noqa: E731
+    result = fit(
+        _state(tx=rmsprop(schedule)),
+        x,
+        y,
+        validation_data=val,
+        epochs=5,
+        batch_size=32,
+        verbose=0,
+        callbacks=[EarlyStopping(patience=5, restore_best_weights=True), TerminateOnNaN()],
+    )
+    assert result.nan_at == (3, 4) and len(result.history) == 3
+    assert np.isnan(result.history.epochs[2]["loss"])
+    jax.tree.map(lambda p: np.testing.assert_array_equal(np.isfinite(p), True), result.state.params)
 
 
-def _model_dict():
-    import dataclasses
-
-    return dataclasses.asdict(CONFIG)
-
-
-def test_history_json_round_trip():
-    history = History().append({"loss": 1.0, "val_loss": float("nan")}).append({"loss": 0.5})
-    again = History.from_json(history.to_json())
-    assert again.epochs[1] == {"loss": 0.5} and np.isnan(again.history["val_loss"][0])
-    assert os.path.basename(__file__) and json.loads(history.to_json())["epochs"][0]["loss"] == 1.0
+def test_without_terminate_on_nan_training_goes_on(splits):
+    (x, y), _ = splits
+    schedule = lambda count: jnp.where(count == 3, jnp.nan, 1e-2)  # noqa: E731
+    result = fit(_state(tx=rmsprop(schedule)), x, y, epochs=2, batch_size=32, verbose=0)
+    assert len(result.history) == 2 and int(result.state.step) == 14
 
 
 @pytest.mark.parametrize(
     "mutate, message",
     [
-        (lambda x, y: (x.astype(np.float32) + 0.5, y), "must hold integer token ids"),
-        (
-            lambda x, y: (np.where(x == x[3, 4], 50, x), y),
-            r"training data ids\[3, 4\] = 50 is "
-            r"outside the vocabulary \[0, 50\)",
-        ),
-        (lambda x, y: (np.where(x == x[0, 0], -1, x), y), "outside the vocabulary"),
-        (
-            lambda x, y: (x, np.where(np.arange(len(y)) == 7, 2, y)),
-            r"training data labels\[7\] = 2 is not a class id in \[0, 2\)",
-        ),
-        (lambda x, y: (x, y[:-1]), "labels has 202 entries but there are 203 sequences"),
+        (lambda x, y: (x, y[:-1]), r"y.* has 202 examples but .*x.* has 203"),
         (lambda x, y: (x[:0], y[:0]), "is empty"),
     ],
 )
-def test_bad_training_data_is_a_clear_error(splits, mutate, message):
-    train, val = splits
+def test_bad_training_data_is_one_clear_error(splits, mutate, message):
+    (x, y), _ = splits
     with pytest.raises(ValueError, match=message):
-        fit(_state(), mutate(*train), val, epochs=1, batch_size=32)
+        fit(_state(), *mutate(x, y), epochs=1, batch_size=32, verbose=0)
 
 
-def test_bad_batch_size_and_predict_ids(splits):
-    train, _ = splits
-    with pytest.raises(ValueError, match="batch_size must be a positive integer, got 0"):
-        fit(_state(), train, epochs=1, batch_size=0)
-    with pytest.raises(ValueError, match=r"predict ids\[0, 1\] = 99"):
-        predict(_state(), np.asarray([[1, 99]]))
+def test_bad_arguments(splits):
+    (x, y), _ = splits
+    for kwargs, message in (
+        (dict(batch_size=0), "batch_size must be a positive integer, got 0"),
+        (dict(epochs=0), "epochs must be a positive integer"),
+        (dict(verbose=3), "verbose must be"),
+        (dict(validation_split=1.0), r"validation_split must be in \[0, 1\)"),
+        (dict(steps_per_execution=0), "steps_per_execution must be >= 1"),
+        (dict(class_weight={0: 1.0}, sample_weight=np.ones(203)), "not both"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            fit(_state(), x, y, **({"verbose": 0} | kwargs))
+    with pytest.raises(ValueError, match="needs a state with an optimizer and a loss"):
+        fit(TrainState.create(model=Classifier(CONFIG), params=_state().params), x, y)
 
 
-def test_nan_mid_training_stops_and_keeps_the_best_checkpoint(splits, tmp_path):
-    """A learning rate that turns NaN at step 17 (epoch 3, step 3 with 7 steps an epoch)."""
-    train, val = splits
-    schedule = lambda count: jnp.where(count == 16, jnp.nan, 1e-2)  # noqa: E731
-    model = Classifier(CONFIG)
+def test_validation_split_is_keras_last_fraction(splits):
+    (x, y), _ = splits
+    result = fit(_state(), x, y, validation_split=0.25, epochs=1, verbose=0)
+    held_out = evaluate(result.state, x[152:], y[152:])  # 203 - floor(203 * 0.75) = 51 rows
+    assert result.history.epochs[0]["val_loss"] == pytest.approx(held_out["loss"])
+
+
+# Models that are not the tutorials' -------------------------------------------------------------
+
+
+class SequenceTagger(nn.Module):
+    """Per-step labels: Embedding -> LSTM(return_sequences) -> Dense(C) per step."""
+
+    classes: int = 3
+
+    @nn.compact
+    def __call__(self, ids, training: bool = False):
+        x = nn.Embed(20, 8)(ids)
+        x = RNN(LSTMCell(8), return_sequences=True)(x, training=training)
+        return nn.Dense(self.classes)(x)
+
+
+def test_sequence_labelling_with_per_step_targets_and_weights():
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, 20, size=(40, 6)).astype(np.int32)
+    tags = (ids % 3).astype(np.int32)  # [N, T]: a tag per step
+    weights = (ids > 0).astype(np.float32)  # per step: padding steps count nowhere
+    model = SequenceTagger()
     state = TrainState.create(
         model=model,
-        params=init_params(CONFIG, jax.random.key(0)),
-        tx=rmsprop(schedule),
-        rng=jax.random.key(1),
-        loss="binary_crossentropy",
+        params=model.init(jax.random.key(0), ids[:1])["params"],
+        tx=adam(5e-2),
+        loss=losses.SparseCategoricalCrossentropy(from_logits=True),
+        weighted_metrics=["accuracy"],
     )
-    checkpoints = Checkpoints(str(tmp_path))
-    result = fit(
-        state,
-        train,
-        val,
-        epochs=5,
-        batch_size=32,
-        checkpoints=checkpoints,
-        early_stopping=EarlyStopping(patience=5, restore_best_weights=True),
-        checkpoint_config={"model": _model_dict()},
+    result = fit(state, ids, tags, sample_weight=weights, epochs=25, batch_size=16, verbose=0)
+    logs = evaluate(result.state, ids, tags, sample_weight=weights)
+    assert logs["accuracy"] > 0.9 and logs["loss"] < result.history.epochs[0]["loss"]
+    assert predict(result.state, ids).shape == (40, 6, 3)
+
+
+class AddingProblem(nn.Module):
+    """Hochreiter & Schmidhuber's adding problem: float sequences [N, T, 2] -> a float."""
+
+    @nn.compact
+    def __call__(self, x):
+        return nn.Dense(1)(RNN(LSTMCell(16))(x))[..., 0]
+
+
+def test_regression_on_float_sequences_with_mse_and_mae():
+    rng = np.random.default_rng(0)
+    n, t = 256, 10
+    values = rng.uniform(0, 1, size=(n, t))
+    marks = np.zeros((n, t))
+    for row in marks:
+        row[rng.choice(t, 2, replace=False)] = 1
+    x = np.stack([values, marks], -1).astype(np.float32)
+    y = (values * marks).sum(1).astype(np.float32)  # [N] floats
+    model = AddingProblem()
+    state = TrainState.create(
+        model=model,
+        params=model.init(jax.random.key(0), x[:1])["params"],
+        tx=adam(1e-2),
+        loss="mse",
+        metrics=["mae"],
     )
-    checkpoints.close()
-    # Step 17 applies the NaN update; step 18 is the first whose loss is NaN.
-    assert result.nan_at == (3, 4) and len(result.history) == 2
-    chex.assert_tree_all_finite(result.state.params)  # the best epoch's weights, restored
-    _, params, _ = load_model(str(tmp_path))
-    best = int(np.argmin(result.history.history["val_loss"]))
-    assert result.early_stopping.best_epoch == best
-    chex.assert_trees_all_close(params, result.state.params)
+    result = fit(state, x, y, validation_split=0.25, epochs=40, batch_size=32, verbose=0)
+    baseline = float(np.mean((y - y.mean()) ** 2))  # predicting the mean
+    assert result.history.epochs[-1]["val_loss"] < 0.5 * baseline
+    assert set(result.history.history) == {"loss", "mae", "val_loss", "val_mae"}
+
+
+class TwoHeads(nn.Module):
+    """Inputs {"ids", "mask"}; outputs {"sentiment": [N, 1] logits, "length": [N] float}."""
+
+    @nn.compact
+    def __call__(self, inputs):
+        x = nn.Embed(30, 8)(inputs["ids"])
+        h = RNN(LSTMCell(8))(x, mask=inputs["mask"])
+        return {"sentiment": nn.Dense(1)(h), "length": nn.Dense(1)(h)[..., 0]}
+
+
+def test_dict_inputs_and_two_outputs_with_loss_weights():
+    rng = np.random.default_rng(0)
+    ids = rng.integers(1, 30, size=(64, 7)).astype(np.int32)
+    mask = rng.random((64, 7)) < 0.8
+    x = {"ids": ids, "mask": mask}
+    y = {
+        "sentiment": (ids[:, -1] < 15).astype(np.float32)[:, None],
+        "length": mask.sum(1).astype(np.float32),
+    }
+    model = TwoHeads()
+    state = TrainState.create(
+        model=model,
+        params=model.init(jax.random.key(0), jax.tree.map(lambda a: a[:1], x))["params"],
+        tx=adam(1e-2),
+        loss={"sentiment": BCE, "length": "mse"},
+        loss_weights={"sentiment": 1.0, "length": 0.1},
+        metrics={"sentiment": [ACCURACY]},
+    )
+    result = fit(state, x, y, epochs=2, batch_size=16, verbose=0)
+    logs = result.history.epochs[-1]
+    assert set(logs) == {"loss", "length_loss", "sentiment_loss", "sentiment_accuracy"}
+    assert logs["loss"] == pytest.approx(logs["sentiment_loss"] + 0.1 * logs["length_loss"], 1e-5)
+    outputs = predict(result.state, x)
+    assert outputs["sentiment"].shape == (64, 1) and outputs["length"].shape == (64,)
+
+
+def test_class_weight_is_keras_per_example_weight(splits):
+    (x, y), _ = splits
+    weights = {0: 0.5, 1: 2.0}
+    with_classes = fit(_state(), x, y, class_weight=weights, epochs=1, verbose=0)
+    with_samples = fit(
+        _state(), x, y, sample_weight=np.where(y == 1, 2.0, 0.5), epochs=1, verbose=0
+    )
+    assert _strip(with_classes.history) == _strip(with_samples.history)
+
+
+def test_one_hot_targets_with_categorical_crossentropy():
+    rng = np.random.default_rng(0)
+    ids = rng.integers(1, 50, size=(48, 8)).astype(np.int32)
+    labels = ids[:, -1] % 3
+    config = ModelConfig(50, 8, (LayerSpec("gru", 6),), num_classes=3)
+    params = init_params(config, jax.random.key(0))
+
+    def state(loss, *names):
+        return TrainState.create(
+            model=Classifier(config), params=params, tx=adam(1e-2), loss=loss, metrics=list(names)
+        )
+
+    one_hot = np.eye(3, dtype=np.float32)[labels]
+    dense = evaluate(
+        state(
+            losses.CategoricalCrossentropy(from_logits=True),
+            "accuracy",
+            "top_k_categorical_accuracy",
+        ),
+        ids,
+        one_hot,
+    )
+    assert set(dense) == {"loss", "accuracy", "top_k_categorical_accuracy"}
+    sparse = evaluate(
+        state(losses.SparseCategoricalCrossentropy(from_logits=True), "accuracy"), ids, labels
+    )
+    assert dense["loss"] == pytest.approx(sparse["loss"], rel=1e-6)
+    assert dense["accuracy"] == pytest.approx(sparse["accuracy"])
+
+
+def test_an_apply_function_is_a_model(splits):
+    (x, y), _ = splits
+    module = Classifier(CONFIG)
+
+    def apply(params, model_state, ids, *, training, rngs):
+        return module.apply({"params": params}, ids, training=training, rngs=rngs), model_state
+
+    function_state = _state().replace(model=apply)
+    a = fit(function_state, x, y, epochs=1, verbose=0)
+    b = fit(_state(), x, y, epochs=1, verbose=0)
+    assert _strip(a.history) == _strip(b.history)
+
+
+class WithBatchNorm(nn.Module):
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        x = nn.BatchNorm(use_running_average=not train)(x)
+        return nn.Dense(1)(x)
+
+
+def test_mutable_collections_update_in_training_only():
+    x = np.random.default_rng(0).normal(size=(64, 3)).astype(np.float32) * 5 + 2
+    y = x.sum(1, keepdims=True)
+    model = WithBatchNorm()
+    variables = model.init(jax.random.key(0), x[:2])
+    state = TrainState.create(
+        model=model,
+        params=variables["params"],
+        model_state={"batch_stats": variables["batch_stats"]},
+        tx=adam(1e-2),
+        loss="mse",
+    )
+    result = fit(state, x, y, epochs=2, batch_size=16, verbose=0)
+    moved = result.state.model_state["batch_stats"]["BatchNorm_0"]["mean"]
+    assert not np.allclose(moved, 0.0)
+    again = evaluate(result.state, x, y)  # inference reads the running averages, keeps them
+    assert np.isfinite(again["loss"])
