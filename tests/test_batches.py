@@ -154,7 +154,7 @@ def test_empty_split_and_bad_batch_size_are_errors():
         batch_indices(0, 0, n=0, batch_size=4)
     with pytest.raises(ValueError, match="batch_size must be >= 1"):
         batch_indices(0, 0, n=5, batch_size=0)
-    with pytest.raises(ValueError, match="y has 2"):
+    with pytest.raises(ValueError, match=r"data\['y'\] has 2"):
         list(iterate_batches(np.zeros((3, 1)), np.zeros(2)))
 
 
