@@ -93,11 +93,14 @@ def _digests(step_dir: str) -> dict[str, list]:
 
 class _Store:
     """One checkpoint directory: an Orbax manager, its claim, and the sealing of each save (the
-    manifest written by a thread once Orbax has committed it)."""
+    manifest written by a thread once Orbax has committed it). With several processes every one
+    saves and restores (Orbax coordinates them); process 0 alone claims the directory and writes
+    manifests."""
 
     def __init__(self, directory: str, **options: Any):
         self.directory = os.path.abspath(directory)
-        self._claim = Claim.hold(self.directory)
+        self._primary = jax.process_index() == 0
+        self._claim = Claim.hold(self.directory) if self._primary else None
         self.manager = ocp.CheckpointManager(
             self.directory,
             options=ocp.CheckpointManagerOptions(
@@ -121,7 +124,8 @@ class _Store:
 
         def seal_when_committed():
             self.manager.wait_until_finished()
-            if os.path.isdir(self.step_dir(step)):  # max_to_keep may already have removed it
+            # max_to_keep may already have removed it.
+            if self._primary and os.path.isdir(self.step_dir(step)):
                 write_manifest(self.step_dir(step))
 
         self._sealer = threading.Thread(target=seal_when_committed, daemon=True)
@@ -147,7 +151,8 @@ class _Store:
             self.manager.wait_until_finished()
         finally:
             self.manager.close()
-            self._claim.release()
+            if self._claim is not None:
+                self._claim.release()
 
 
 def _abstract(tree: Any) -> Any:

@@ -1,4 +1,5 @@
-"""Data-parallel training over a device mesh equals single-device training."""
+"""Data-parallel training over a device mesh equals single-device training, in one process and in
+two (each streaming only its share of the data)."""
 
 import os
 import socket
@@ -83,6 +84,9 @@ def test_two_processes_equal_one_device(tmp_path):
     with np.load(out) as multi, np.load(single) as one:
         assert int(multi["devices"]) == 4
         np.testing.assert_allclose(multi["sharded_loss"], one["single_loss"], atol=1e-5)
+        # Each process streamed only its share of every batch; metrics are the global ones.
+        np.testing.assert_allclose(multi["stream_loss"], one["stream_loss"], atol=1e-5)
+        np.testing.assert_allclose(multi["stream_auc"], one["stream_auc"], atol=1e-5)
         for key in one.files:
             if key.startswith("single["):
                 np.testing.assert_allclose(
