@@ -14,6 +14,7 @@ import jax.numpy as jnp
 
 from rnnjax.cells import ACTIVATIONS, GRUCell, LSTMCell, RecurrentCell, SimpleRNNCell, validate_rate
 from rnnjax.layers import MERGE_MODES, RNN, Bidirectional, padding_mask
+from rnnjax.validation import check_ids
 
 Array = jax.Array
 CellKind = Literal["lstm", "gru", "simple_rnn"]
@@ -190,6 +191,11 @@ class Classifier(nn.Module):
             bias_init=nn.initializers.zeros_init(),
             name="dense",
         )(x)
+
+    def check_inputs(self, ids, name: str = "ids") -> None:
+        """``fit``/``evaluate``/``predict`` call this once per dataset: ids ``[N, T]`` must be
+        integers in ``[0, vocab_size)`` (JAX's embedding lookup would clamp them silently)."""
+        check_ids(ids, self.config.vocab_size, f"{name} ids")
 
 
 def probabilities(logits: Array) -> Array:

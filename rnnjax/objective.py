@@ -30,6 +30,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 
 from rnnjax import losses, metrics
@@ -260,6 +261,47 @@ class LossMean:
 
 
 LOSS_MEAN = LossMean()
+
+
+def check_targets(goal: Objective, y: Any, output_shapes: Any, name: str) -> None:
+    """Host-side checks of targets against what each output's loss can mean, once per dataset:
+    JAX would train silently on labels a loss cannot use (Keras gives such a label loss 0).
+
+    Raises:
+      ValueError: one line naming the output, the first bad value and the fix.
+    """
+    targets = dict(outputs(y))
+    for key, shape in outputs(output_shapes):
+        loss = _lookup(goal.loss, key)
+        if loss is None or key not in targets:
+            continue
+        target = np.asarray(targets[key])
+        where = f"{name} targets{'' if key is None else f' of {output_name(key)!r}'}"
+        if isinstance(loss, losses.SparseCategoricalCrossentropy):
+            classes = shape.shape[-1]
+            if classes < 2:
+                raise ValueError(
+                    f"sparse_categorical_crossentropy needs one output per class (>= 2); the "
+                    f"model gives {classes} — for two classes with one output use "
+                    "binary_crossentropy"
+                )
+            allowed = (target >= 0) & (target < classes) & (np.mod(target, 1) == 0)
+            if loss.ignore_class is not None:
+                allowed |= target == loss.ignore_class
+            if not allowed.all():
+                index = tuple(int(i) for i in np.argwhere(~allowed)[0])
+                raise ValueError(
+                    f"{where}{list(index)} = {target[index]} is not a class id in [0, {classes}) "
+                    f"of the model's {classes} outputs"
+                )
+        elif isinstance(loss, losses.BinaryCrossentropy):
+            if target.size and (target.min() < 0 or target.max() > 1):
+                index = tuple(int(i) for i in np.argwhere((target < 0) | (target > 1))[0])
+                raise ValueError(
+                    f"{where}{list(index)} = {target[index]} is outside [0, 1]: "
+                    "binary_crossentropy takes 0/1 labels or probabilities (class ids need "
+                    "sparse_categorical_crossentropy and one output per class)"
+                )
 
 
 def to_logs(values: dict[str, Array], prefix: str = "") -> dict[str, float]:

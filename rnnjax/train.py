@@ -139,6 +139,7 @@ def fit(
         schedule = {"source": type(x).__name__}
     else:
         data = _arrays(x, y, sample_weight, class_weight, "training data")
+        _check(state, data, "training data")
         if validation_split:
             data, validation_data = _split(data, validation_split)
         batch_size = check_batch_size(32 if batch_size is None else batch_size)
@@ -147,7 +148,9 @@ def fit(
             place(to_device(data)), batch_size, seed_key(seed), shuffle=shuffle, sharding=sharding
         )
         schedule = {"batch_size": batch_size, "seed": int(seed), "examples": train.n}
-    validation = _validation(validation_data, validation_batch_size or batch_size, place, sharding)
+    validation = _validation(
+        validation_data, validation_batch_size or batch_size, place, sharding, state=state
+    )
 
     zeros = _zero_stats(state, train.example_batches())
     loop = Loop(state=state, epochs=epochs, steps_per_epoch=train.steps, schedule=schedule)
@@ -227,7 +230,7 @@ def evaluate(
     place, sharding = _placement(mesh)
     state = place(state)
     data = (x, y, sample_weight) if not is_source(x) else x
-    validation = _validation(data, batch_size, place, sharding, steps)
+    validation = _validation(data, batch_size, place, sharding, steps, state=state)
     zeros = _zero_stats(state, validation.example_batches())
     loop = Loop(state=state, epochs=1, steps_per_epoch=validation.steps)
     callback_list = CallbackList(list(callbacks), loop)
@@ -251,6 +254,7 @@ def predict(
     if is_source(x):
         source = Stream(x, steps_per_epoch=steps, sharding=sharding, inputs_only=True)
     else:
+        _check(state, {"x": x}, "predict data")
         source = ArrayData(
             place(to_device({"x": x})),
             check_batch_size(32 if batch_size is None else batch_size),
@@ -291,6 +295,17 @@ def _chunk_size(steps_per_execution: int | str, progbar: ProgbarLogger, steps: i
     if steps_per_execution < 1:
         raise ValueError(f"steps_per_execution must be >= 1, got {steps_per_execution}")
     return steps_per_execution
+
+
+def _check(state: TrainState, data: dict, name: str) -> None:
+    """A dataset's inputs and targets against the model and its losses, once, on the host."""
+    check_inputs = getattr(state.model, "check_inputs", None)
+    if check_inputs is not None:
+        check_inputs(data["x"], name)
+    if "y" in data and state.objective.loss:
+        first = jax.tree.map(lambda a: np.asarray(a)[:1], data["x"])
+        shapes = jax.eval_shape(lambda: state.apply(state.params, first)[0])
+        objective.check_targets(state.objective, data["y"], shapes, name)
 
 
 def _arrays(x, y, sample_weight, class_weight, name: str) -> dict:
@@ -337,7 +352,7 @@ def _split(data: dict, fraction: float) -> tuple[dict, tuple]:
     return head, (tail["x"], tail["y"], tail.get("sample_weight"))
 
 
-def _validation(data, batch_size, place, sharding, steps=None):
+def _validation(data, batch_size, place, sharding, steps=None, state=None):
     """Validation (or evaluation) data as batches in order: arrays or a source; None if none."""
     if data is None:
         return None
@@ -347,6 +362,8 @@ def _validation(data, batch_size, place, sharding, steps=None):
         raise ValueError("validation_data must be (x, y), (x, y, sample_weight) or a data source")
     x, y, *weight = data
     arrays = _arrays(x, y, weight[0] if weight else None, None, "validation data")
+    if state is not None:
+        _check(state, arrays, "validation data")
     batch_size = check_batch_size(32 if batch_size is None else batch_size)
     return ArrayData(place(to_device(arrays)), batch_size, None, shuffle=False, sharding=sharding)
 

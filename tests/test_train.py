@@ -184,6 +184,11 @@ def test_without_terminate_on_nan_training_goes_on(splits):
     [
         (lambda x, y: (x, y[:-1]), r"y.* has 202 examples but .*x.* has 203"),
         (lambda x, y: (x[:0], y[:0]), "is empty"),
+        (
+            lambda x, y: (np.where(x == x[3, 4], 50, x), y),
+            r"training data ids\[3, 4\] = 50 is outside the vocabulary \[0, 50\)",
+        ),
+        (lambda x, y: (x, np.where(np.arange(len(y)) == 7, 2, y)), r"targets\[7\] = 2 is outside"),
     ],
 )
 def test_bad_training_data_is_one_clear_error(splits, mutate, message):
@@ -206,6 +211,26 @@ def test_bad_arguments(splits):
             fit(_state(), x, y, **({"verbose": 0} | kwargs))
     with pytest.raises(ValueError, match="needs a state with an optimizer and a loss"):
         fit(TrainState.create(model=Classifier(CONFIG), params=_state().params), x, y)
+
+
+def test_a_loss_the_model_cannot_use_is_refused(splits):
+    """A binary model (one logit) with sparse categorical cross-entropy would train on a loss
+    of 0; class ids beyond a sparse model's outputs would count 0 in Keras: both refused."""
+    (x, y), _ = splits
+    sparse = losses.SparseCategoricalCrossentropy(from_logits=True)
+    with pytest.raises(ValueError, match="needs one output per class .* model gives 1"):
+        fit(_state(loss=sparse), x, y, epochs=1, verbose=0)
+    config = ModelConfig(50, 8, (LayerSpec("gru", 4),), num_classes=3)
+    three = TrainState.create(
+        model=Classifier(config),
+        params=init_params(config, jax.random.key(0)),
+        tx=adam(1e-3),
+        loss=sparse,
+    )
+    with pytest.raises(ValueError, match=r"targets\[0\] = 3 is not a class id in \[0, 3\)"):
+        fit(three, x, np.full(len(y), 3), epochs=1, verbose=0)
+    with pytest.raises(ValueError, match="y_true and y_pred must have the same shape"):
+        fit(three.replace(objective=_state().objective), x, y % 3, epochs=1, verbose=0)
 
 
 def test_validation_split_is_keras_last_fraction(splits):
