@@ -166,7 +166,8 @@ class Bidirectional(nn.Module):
     """``keras.layers.Bidirectional``: a forward and a backward copy of an ``RNN``.
 
     The backward layer is ``layer`` with ``go_backwards`` flipped (or ``backward_layer``). With
-    ``return_sequences`` its output is flipped back to input order before merging, as Keras does.
+    ``return_sequences`` its output is flipped back to input order before merging, and both
+    directions output zeros at masked steps (Keras' ``zero_output_for_mask``), as Keras does.
 
     Attributes:
       layer: the ``RNN`` to run in both directions.
@@ -225,6 +226,12 @@ class Bidirectional(nn.Module):
             states = (*forward_states, *backward_states)
         if forward.return_sequences:
             backward_out = jnp.flip(backward_out, axis=1)
+            if mask is not None:
+                # Keras' Bidirectional sets zero_output_for_mask on both layers when they return
+                # sequences: padded steps output zeros (a plain RNN repeats the last output).
+                keep = mask[..., None]
+                forward_out = jnp.where(keep, forward_out, 0.0)
+                backward_out = jnp.where(keep, backward_out, 0.0)
 
         merged = self._merge(forward_out, backward_out)
         if states:

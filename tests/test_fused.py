@@ -177,9 +177,10 @@ def test_bidirectional_runs_both_directions_fused(merge_mode, rng):
     variables = _random_params(layer.init(jax.random.key(0), x), rng)
     result = layer.apply(variables, x, jnp.asarray(mask))
     params = variables["params"]
-    forward, forward_states = _numpy_keras("lstm", params["forward"]["cell"], x, mask=mask)
+    zero = {"mask": mask, "zero_output_for_mask": True}  # as Keras' Bidirectional sets it
+    forward, forward_states = _numpy_keras("lstm", params["forward"]["cell"], x, **zero)
     backward, backward_states = _numpy_keras(
-        "lstm", params["backward"]["cell"], x, mask=mask, go_backwards=True
+        "lstm", params["backward"]["cell"], x, go_backwards=True, **zero
     )
     backward = backward[:, ::-1]
     merged = {

@@ -206,7 +206,7 @@ def test_output_shapes_and_dtypes(
 
 @pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
 @pytest.mark.parametrize("merge_mode", ["concat", "sum", "mul", "ave", None])
-@pytest.mark.parametrize("padding", [None, "post"])
+@pytest.mark.parametrize("padding", [None, "pre", "post"])
 def test_bidirectional_matches_numpy_keras(merge_mode, padding, implementation, rng):
     x = _inputs(rng)
     mask = None if padding is None else np.asarray(_mask(padding))
@@ -217,9 +217,17 @@ def test_bidirectional_matches_numpy_keras(merge_mode, padding, implementation, 
     variables = _random_params(layer.init(jax.random.key(0), x, mask), rng)
     result = layer.apply(variables, x, None if mask is None else jnp.asarray(mask))
     params = variables["params"]
-    forward, (h_forward,) = _reference("gru", params["forward"]["cell"], x, mask=mask)
+    # Keras' Bidirectional zeroes the sequences' masked steps (zero_output_for_mask).
+    forward, (h_forward,) = _reference(
+        "gru", params["forward"]["cell"], x, mask=mask, zero_output_for_mask=True
+    )
     backward, (h_backward,) = _reference(
-        "gru", params["backward"]["cell"], x, mask=mask, go_backwards=True
+        "gru",
+        params["backward"]["cell"],
+        x,
+        mask=mask,
+        go_backwards=True,
+        zero_output_for_mask=True,
     )
     backward = backward[:, ::-1]  # Keras flips the backward sequence back to input order
     merged = {
