@@ -1,14 +1,14 @@
 """Milliseconds per jitted forward+backward of one recurrent layer, fused kernels vs scan.
 
-    python benchmarks/fused_layers.py [--units 8,32] [--calls 20] [--repeats 7] [--only a,b]
+    python benchmarks/fused_layers.py [--units 8,32] [--calls 20] [--repeats 15] [--only a,b]
 
 The IMDB tutorial's shapes: a batch of 64 sequences of 100 steps, embedding width 16 for 8 units
 and 32 for 32 units; the padding mask of the masked layers comes from the first 64 rows of the
 speed benchmark's IMDB-shaped ids ('pre' padding, 88% of the rows full). Each configuration is
 ``jax.jit(jax.value_and_grad(loss, argnums=(params, x)))`` with ``loss = sum(layer(x) * w)`` over
 the last output (``return_sequences=False``, as in the tutorials), training mode (dropout on);
-each time is the median over ``--repeats`` of the mean of ``--calls`` back-to-back calls. Prints
-a Markdown table; run it on an otherwise idle machine.
+each time is the median over ``--repeats`` of the mean of ``--calls`` back-to-back calls, the two
+paths alternating. Prints a Markdown table; run it on an otherwise idle machine.
 """
 
 from __future__ import annotations
@@ -67,23 +67,27 @@ def step_function(layer, x, mask):
     return jax.jit(jax.value_and_grad(loss, argnums=(0, 1))), variables
 
 
-def milliseconds(fn, args, calls: int, repeats: int) -> float:
-    jax.block_until_ready(fn(*args))  # compile
-    means = []
+def milliseconds(functions: dict, calls: int, repeats: int) -> dict[str, float]:
+    """``{name: median ms per call}`` for ``{name: (fn, args)}``, the functions taking turns in
+    every repeat so that a machine whose speed drifts affects them alike."""
+    for fn, args in functions.values():
+        jax.block_until_ready(fn(*args))  # compile
+    means = {name: [] for name in functions}
     for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(calls):
-            out = fn(*args)
-        jax.block_until_ready(out)
-        means.append((time.perf_counter() - start) / calls * 1e3)
-    return statistics.median(means)
+        for name, (fn, args) in functions.items():
+            start = time.perf_counter()
+            for _ in range(calls):
+                out = fn(*args)
+            jax.block_until_ready(out)
+            means[name].append((time.perf_counter() - start) / calls * 1e3)
+    return {name: statistics.median(values) for name, values in means.items()}
 
 
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--units", default="8,32")
     parser.add_argument("--calls", type=int, default=20)
-    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--only", help="comma-separated configuration names")
     args = parser.parse_args(argv)
     names = args.only.split(",") if args.only else list(CONFIGS)
@@ -97,12 +101,13 @@ def main(argv: list[str]) -> None:
         x = jnp.asarray(np.random.default_rng(0).normal(size=(BATCH, 100, embed)), jnp.float32)
         for name in names:
             make, masked = CONFIGS[name]
-            times = {}
+            functions = {}
             for implementation in ("scan", "fused"):
                 fn, variables = step_function(
                     make(units, implementation), x, mask if masked else None
                 )
-                times[implementation] = milliseconds(fn, (variables, x), args.calls, args.repeats)
+                functions[implementation] = (fn, (variables, x))
+            times = milliseconds(functions, args.calls, args.repeats)
             print(
                 f"| {name} | {units} | {times['scan']:.2f} | {times['fused']:.2f} | "
                 f"{times['scan'] / times['fused']:.1f}× |",
