@@ -414,9 +414,9 @@ def _instantiate_zeros(tree):
 
 class _Recurrence(VJPHiPrimitive):
     """One recurrence as a JAX primitive with both derivative rules: reverse mode through the
-    kernels (``vjp_fwd``/``vjp_bwd_retval``) and forward mode through the reference (``jvp``).
-    ``jax.custom_vjp`` has no forward mode at all, ``jax.custom_jvp`` would send reverse mode
-    through the reference's scan."""
+    kernels (``vjp_fwd``/``vjp_bwd_retval``) and forward mode through the reference (``jvp``,
+    and ``lin``/``linearized`` for ``jax.linearize``). ``jax.custom_vjp`` has no forward mode at
+    all, ``jax.custom_jvp`` would send reverse mode through the reference's scan."""
 
     def __init__(self, kind: str, args: Operands, mask: Array | None):
         self.in_avals = (jax.tree.map(jax.typeof, args), None if mask is None else jax.typeof(mask))
@@ -440,10 +440,17 @@ class _Recurrence(VJPHiPrimitive):
         return _backward(self.kind, args, mask, hs, residuals, cotangents), None
 
     def jvp(self, primals, tangents):
-        args, mask = primals
-        d_args = _instantiate_zeros(tangents[0])
+        return self(*primals), self.linearized(primals, *tangents)
+
+    def lin(self, nonzeros, args, mask):  # jax.linearize
+        del nonzeros
+        return self(args, mask), (args, mask)
+
+    def linearized(self, saved, d_args, d_mask):
+        args, mask = saved
+        d_args = _instantiate_zeros(d_args)
         _, d_outputs = jax.jvp(lambda a: _reference(self.kind, a, mask), (args,), (d_args,))
-        return self(*primals), d_outputs
+        return d_outputs
 
     def batch_dim_rule(self, axis_data, dims):
         # The kernels take any leading axes (vmap_method="broadcast_all"): outputs lead with the
@@ -521,6 +528,7 @@ def run(
     (``cell.dropout_masks``); returns ``(final carry, outputs [B, T, U])``."""
     kind = kind_of(cell)
     batch_size, time = xw.shape[:2]
+    mask = None if mask is None else mask.astype(bool)  # the kernels read booleans
     if time == 0:
         return carry, jnp.zeros((batch_size, 0, cell.units), xw.dtype)
     recurrent_kernel = cell.get_variable("params", "recurrent_kernel")
