@@ -505,6 +505,8 @@ def recurrence(
     if (recurrent_bias is None) != (kind != "gru"):
         raise ValueError("recurrent_bias is required for kind 'gru' and only for it")
     args = Operands(xw, recurrent_kernel, recurrent_bias, tuple(initial_states), recurrent_masks)
+    if xw.shape[-2] == 0:  # nothing to run: the states stay as they are
+        return jnp.zeros((*xw.shape[:-1], recurrent_kernel.shape[0]), xw.dtype), args.states[1:]
     return _Recurrence(kind, args, mask)(args, mask)
 
 
@@ -541,10 +543,8 @@ def run(
     ``carry``, with an optional padding ``mask [B, T]`` and recurrent dropout masks ``[G, B, U]``
     (``cell.dropout_masks``); returns ``(final carry, outputs [B, T, U])``."""
     kind = kind_of(cell)
-    batch_size, time = xw.shape[:2]
+    batch_size = xw.shape[0]
     mask = None if mask is None else mask.astype(bool)  # the kernels read booleans
-    if time == 0:
-        return carry, jnp.zeros((batch_size, 0, cell.units), xw.dtype)
     recurrent_kernel = cell.get_variable("params", "recurrent_kernel")
     recurrent_bias = None
     if kind == "gru":
@@ -578,4 +578,5 @@ def run(
 
     operands = (xw, recurrent_kernel, recurrent_bias, tuple(carry), mask, recurrent_masks)
     hs, finals = _per_batch_shard(call, batch_size, specs)(*operands)
-    return (hs[:, -1], *finals), hs
+    h_last = hs[:, -1] if hs.shape[1] else carry[0]
+    return (h_last, *finals), hs
