@@ -2,6 +2,7 @@
 every cell and option (masks, direction, states, dropout, Bidirectional), gradients, forward mode
 and second derivatives, vmap, a data-parallel mesh, which path 'auto' runs, and the errors."""
 
+import functools
 import itertools
 import os
 import re
@@ -330,11 +331,9 @@ def _both_paths(kind, derivatives, rng):
         def loss(variables, x, outputs=outputs):
             return jnp.sum(jnp.sin(outputs(variables, x)))
 
-        results[implementation] = jax.jit(
-            lambda variables, x, outputs=outputs, loss=loss: derivatives(
-                outputs, loss, variables, x
-            )
-        )(variables, x)
+        results[implementation] = jax.jit(functools.partial(derivatives, outputs, loss))(
+            variables, x
+        )
     return results
 
 
