@@ -40,42 +40,78 @@ import speed_data  # noqa: E402
 
 
 @dataclasses.dataclass(frozen=True)
+class Layer:
+    """A recurrent layer in Keras' terms: ``LSTM/GRU(units, dropout=, recurrent_dropout=)``,
+    wrapped in ``Bidirectional`` (concatenating) if asked."""
+
+    kind: str  # "lstm" or "gru"
+    units: int
+    bidirectional: bool = False
+    dropout: float = 0.0
+    recurrent_dropout: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True)
 class Model:
-    """``Embedding(V, embed_dim) -> layers -> Dense`` on the arrays of ``dataset``."""
+    """``Embedding(V, embed_dim, mask_zero=) -> layers -> Dense`` on the arrays of ``dataset``;
+    every layer but the last returns sequences."""
 
     dataset: str
     embed_dim: int
-    layers: tuple[tuple[str, int], ...]  # (kind, units); every layer but the last returns sequences
+    layers: tuple[Layer, ...]
+    mask_zero: bool = False
+
+    def features(self) -> set[str]:
+        """What the model uses beyond plain layers: the keys of ``Framework.lacks``."""
+        used = {"mask_zero"} if self.mask_zero else set()
+        for layer in self.layers:
+            used |= {"bidirectional"} if layer.bidirectional else set()
+            used |= {"dropout"} if layer.dropout else set()
+            used |= {"recurrent_dropout"} if layer.recurrent_dropout else set()
+        return used
 
     def job_model(self) -> dict:
         shape = speed_data.SHAPES[self.dataset]
         return {
             "vocab_size": shape.num_words,
             "embed_dim": self.embed_dim,
-            "layers": [list(layer) for layer in self.layers],
+            "layers": [dataclasses.asdict(layer) for layer in self.layers],
+            "mask_zero": self.mask_zero,
             "num_classes": shape.num_classes,
         }
 
 
 MODELS = {
-    "lstm8": Model("imdb", 16, (("lstm", 8),)),
-    "gru8": Model("imdb", 16, (("gru", 8),)),
-    "stacked_lstm8": Model("imdb", 16, (("lstm", 8), ("lstm", 8))),
-    "lstm32": Model("imdb", 32, (("lstm", 32),)),
-    "gru32": Model("imdb", 32, (("gru", 32),)),
-    "reuters_lstm100": Model("reuters", 100, (("lstm", 100),)),
+    "lstm8": Model("imdb", 16, (Layer("lstm", 8),)),
+    "gru8": Model("imdb", 16, (Layer("gru", 8),)),
+    "stacked_lstm8": Model("imdb", 16, (Layer("lstm", 8), Layer("lstm", 8))),
+    "masked_lstm8": Model("imdb", 16, (Layer("lstm", 8),), mask_zero=True),
+    "bidirectional_lstm8": Model("imdb", 16, (Layer("lstm", 8, bidirectional=True),)),
+    "recurrent_dropout_lstm8": Model(
+        "imdb", 16, (Layer("lstm", 8, dropout=0.2, recurrent_dropout=0.2),)
+    ),
+    "lstm32": Model("imdb", 32, (Layer("lstm", 32),)),
+    "gru32": Model("imdb", 32, (Layer("gru", 32),)),
+    "reuters_lstm100": Model("reuters", 100, (Layer("lstm", 100),)),
 }
 
 
 @dataclasses.dataclass(frozen=True)
 class Framework:
     """A worker script, the environment it runs in and its job options; ``flag`` names the
-    interpreter option."""
+    interpreter option; ``lacks`` maps the model features (``Model.features``) the framework has
+    no equivalent for to why, and models using them are skipped."""
 
     worker: str
     flag: str
     env: dict[str, str]
     options: dict = dataclasses.field(default_factory=dict)
+    lacks: dict[str, str] = dataclasses.field(default_factory=dict)
+
+    def cannot_run(self, model: Model) -> str | None:
+        """Why this framework skips ``model``, or None."""
+        missing = sorted(model.features() & self.lacks.keys())
+        return "; ".join(self.lacks[feature] for feature in missing) or None
 
 
 # Every run is on the CPU, the machine the issue measures. rnnjax's worker imports rnnjax from
@@ -89,14 +125,34 @@ FRAMEWORKS = {
     "rnnjax-scan": Framework(
         "rnnjax_worker.py", "rnnjax_python", CPU | {"PYTHONPATH": REPO}, {"implementation": "scan"}
     ),
-    "flax": Framework("flax_worker.py", "rnnjax_python", CPU),
+    "flax": Framework(
+        "flax_worker.py",
+        "rnnjax_python",
+        CPU,
+        lacks={
+            "mask_zero": "nn.RNN masks by seq_lengths, i.e. 'post' padding only; the ids are "
+            "'pre'-padded",
+            "dropout": "Flax's cells take no dropout",
+            "recurrent_dropout": "Flax's cells have no recurrent dropout",
+        },
+    ),
     "keras-jax": Framework("keras_worker.py", "keras_jax_python", CPU | {"KERAS_BACKEND": "jax"}),
     "keras-tf": Framework(
         "keras_worker.py",
         "keras_tf_python",
         CPU | {"KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "2"},
     ),
-    "torch": Framework("torch_worker.py", "torch_python", CPU),
+    "torch": Framework(
+        "torch_worker.py",
+        "torch_python",
+        CPU,
+        lacks={
+            "mask_zero": "torch packs padded sequences by length, i.e. 'post' padding only; "
+            "the ids are 'pre'-padded",
+            "dropout": "torch.nn.LSTM's dropout acts between stacked layers, not on the inputs",
+            "recurrent_dropout": "torch.nn.LSTM has no recurrent dropout",
+        },
+    ),
 }
 
 
@@ -177,6 +233,9 @@ def table(results: list[dict], frameworks: dict[str, dict]) -> str:
     for r in results:
         if "error" in r:
             rows.append(f"| {r['model']} | {r['framework']} | failed: {r['error']} | | | |")
+            continue
+        if "skipped" in r:
+            rows.append(f"| {r['model']} | {r['framework']} | skipped: {r['skipped']} | | | |")
             continue
         ours, theirs = medians.get(r["model"]), r["median"]
         peer = r["framework"] != "rnnjax" and ours and theirs
@@ -292,6 +351,11 @@ def main(argv: list[str]) -> None:
             model = MODELS[model_name]
             for name, found in frameworks.items():
                 if "skipped" in found:
+                    continue
+                if reason := FRAMEWORKS[name].cannot_run(model):
+                    report["results"].append(
+                        {"model": model_name, "framework": name, "skipped": reason}
+                    )
                     continue
                 options = FRAMEWORKS[name].options | {
                     "rnnjax": {"hoist": args.rnnjax_hoist == "true"},

@@ -84,13 +84,18 @@ def apply_kernel(x: Array, kernel: Array, masks: Array | None) -> Array:
     """
     if masks is None:
         return x @ kernel
-    # Masks are per sequence: broadcast over any time axis between batch and features.
-    masks = masks.reshape(masks.shape[:2] + (1,) * (x.ndim - 2) + masks.shape[-1:])
     if masks.shape[0] == 1:
-        return (x * masks[0]) @ kernel
-    num_masks = masks.shape[0]
-    per_gate = kernel.reshape(kernel.shape[0], num_masks, -1)
-    out = jnp.einsum("m...d,dmu->...mu", x[None] * masks, per_gate)
+        # Masks are per sequence: broadcast over any time axis between batch and features.
+        return (x * masks[0].reshape(x.shape[:1] + (1,) * (x.ndim - 2) + x.shape[-1:])) @ kernel
+    per_gate = kernel.reshape(kernel.shape[0], masks.shape[0], -1)
+    if x.ndim > 2:
+        # A sequence: fold each row's masks into its own copy of the kernel ([B, D, M*U]), so
+        # the product is one matmul per row. Masking x per gate instead materialises M copies of
+        # x and an M-batched dot, about 10x slower forward+backward on XLA:CPU.
+        rows = jnp.einsum("mbd,dmu->bdmu", masks, per_gate)
+        rows = rows.reshape(rows.shape[:2] + (kernel.shape[-1],))
+        return jnp.einsum("b...d,bdk->b...k", x, rows)
+    out = jnp.einsum("mbd,dmu->bmu", x[None] * masks, per_gate)
     return out.reshape(out.shape[:-2] + (kernel.shape[-1],))
 
 

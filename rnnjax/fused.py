@@ -1,11 +1,19 @@
-"""Fused CPU recurrences: the LSTM and GRU time loops as XLA FFI custom calls.
+"""Fused CPU recurrences: the LSTM, GRU and SimpleRNN time loops as XLA FFI custom calls.
 
 On XLA:CPU a scanned cell runs each timestep as a few dozen tiny kernels on ``[B, U]`` arrays and
-that overhead, not arithmetic, bounds the small models of the Keras tutorials. ``recurrence_cpu.cc``
-runs a whole sequence per batch row in one C++ loop, forward and backward; the input projection,
-the weight gradients and everything else stay in XLA. The kernels compute the same equations as
-the cells (``rnnjax.cells``) with a polynomial ``exp``, so values agree with the scan path to
-float32 rounding (about 1e-6), not bitwise.
+that overhead, not arithmetic, bounds the small models of the Keras tutorials. The C++ kernels in
+``kernels/`` run a whole sequence per batch row in one loop, forward and backward, for every
+configuration the layers accept with Keras' default activations: ``LSTMCell``, ``GRUCell`` (both
+``reset_after`` variants) and ``SimpleRNNCell``, with or without a padding mask (states carried
+through masked steps) and recurrent dropout masks. The input projection, the weight gradients and
+everything else stay in XLA. The kernels compute the same equations as the cells
+(``rnnjax.cells``) with a polynomial ``exp``, so values agree with the scan path to float32
+rounding (about 1e-6), not bitwise.
+
+Differentiation: reverse mode (``grad``, ``value_and_grad``, under ``vmap``, ``jit`` and
+``shard_map``) runs the backward kernels. Forward mode (``jvp``, ``jacfwd``) and derivatives of the
+backward pass (``grad`` of ``grad``, ``hessian``) are taken through the scan path's equations
+instead (``_reference``): correct, at the scan path's speed.
 
 The source is compiled on first use with the system C++ compiler (``$CXX`` or ``c++``) against the
 XLA FFI headers shipped in jaxlib, for the host CPU (``-march=native``), and cached under
@@ -13,7 +21,7 @@ XLA FFI headers shipped in jaxlib, for the host CPU (``-march=native``), and cac
 that fails, ``available()`` is False, ``unavailable_reason()`` says why, and ``RNN`` with
 ``implementation="auto"`` uses the scan.
 
-Shape letters: B batch, T time, U units, G gates (4 LSTM, 3 GRU).
+Shape letters: B batch, T time, U units, G gates (4 LSTM, 3 GRU, 1 SimpleRNN).
 """
 
 from __future__ import annotations
@@ -27,19 +35,32 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jax.experimental.hijax import ShapedArray, VJPHiPrimitive, Zero, instantiate_zeros
 from jax.sharding import PartitionSpec
 
-from rnnjax.cells import Array, Carry, GRUCell, LSTMCell, RecurrentCell
+from rnnjax.cells import Array, Carry, GRUCell, LSTMCell, RecurrentCell, SimpleRNNCell
 
-SOURCE = Path(__file__).with_name("recurrence_cpu.cc")
+KERNELS = Path(__file__).with_name("kernels")
 TARGETS = {
     "rnnjax_lstm_forward": "RnnjaxLstmForward",
     "rnnjax_lstm_backward": "RnnjaxLstmBackward",
     "rnnjax_gru_forward": "RnnjaxGruForward",
     "rnnjax_gru_backward": "RnnjaxGruBackward",
+    "rnnjax_gru_reset_before_forward": "RnnjaxGruResetBeforeForward",
+    "rnnjax_gru_reset_before_backward": "RnnjaxGruResetBeforeBackward",
+    "rnnjax_simple_rnn_forward": "RnnjaxSimpleRnnForward",
+    "rnnjax_simple_rnn_backward": "RnnjaxSimpleRnnBackward",
+}
+# The kernel kinds, one per cell equation: the cell each runs (Keras' default activations).
+KINDS = {
+    "lstm": LSTMCell,
+    "gru": GRUCell,  # reset_after=True
+    "gru_reset_before": functools.partial(GRUCell, reset_after=False),
+    "simple_rnn": SimpleRNNCell,
 }
 
 
@@ -49,6 +70,11 @@ def cache_dir() -> Path:
         return Path(configured)
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "rnnjax"
+
+
+def _sources() -> list[Path]:
+    """Every kernel source file (``.cc`` and the shared ``.h``), in a stable order."""
+    return sorted(path for path in KERNELS.iterdir() if path.suffix in (".cc", ".h"))
 
 
 def _host_cpu() -> str:
@@ -65,7 +91,22 @@ def _host_cpu() -> str:
 
 
 def _compile(compiler: str, flags: list[str], output: Path) -> None:
-    command = [compiler, *flags, "-I", jax.ffi.include_dir(), str(SOURCE), "-o", str(output)]
+    """Compiles every ``.cc`` into an object next to ``output``, all at once (the build takes
+    the longest file's time, not the sum), then links them into ``output``."""
+    jobs = []
+    for source in (path for path in _sources() if path.suffix == ".cc"):
+        command = [compiler, *flags, "-I", jax.ffi.include_dir(), "-c", str(source), "-o"]
+        command.append(str(output.with_name(f"{source.stem}.o")))
+        jobs.append((command, subprocess.Popen(command, stderr=subprocess.PIPE, text=True)))
+    failures = []
+    for command, process in jobs:
+        _, errors = process.communicate()
+        if process.returncode != 0:
+            failures.append(f"{' '.join(command)} failed:\n{errors[-2000:]}")
+    if failures:
+        raise RuntimeError("\n".join(failures))
+    objects = [command[-1] for command, _ in jobs]
+    command = [compiler, *flags, *objects, "-o", str(output)]
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed:\n{result.stderr[-2000:]}")
@@ -76,10 +117,10 @@ def _build() -> Path:
     if compiler is None:
         raise RuntimeError("no C++ compiler found (set CXX or install g++ or clang++)")
     base_flags = ["-std=c++17", "-O3", "-fopenmp-simd", "-shared", "-fPIC", "-w"]
+    sources = (f"{path.name}\0{path.read_text()}" for path in _sources())
     key = hashlib.sha256(
         b"\0".join(
-            s.encode()
-            for s in (SOURCE.read_text(), jax.__version__, compiler, _host_cpu(), *base_flags)
+            s.encode() for s in (*sources, jax.__version__, compiler, _host_cpu(), *base_flags)
         )
     ).hexdigest()[:16]
     library = cache_dir() / f"recurrence_cpu_{key}.so"
@@ -127,6 +168,56 @@ def unavailable_reason() -> str | None:
     return _load()
 
 
+def kind_of(cell: RecurrentCell) -> str | None:
+    """The kernel kind (a key of ``KINDS``) for a cell's equations, or None for other cells.
+    Exact types only: a subclass may change the equations."""
+    if type(cell) is LSTMCell:
+        return "lstm"
+    if type(cell) is GRUCell:
+        return "gru" if cell.reset_after else "gru_reset_before"
+    if type(cell) is SimpleRNNCell:
+        return "simple_rnn"
+    return None
+
+
+def unsupported(cell: RecurrentCell, inputs: Array) -> str | None:
+    """Why the kernels cannot run this cell on ``inputs [B, T, D]`` (a sentence), or None.
+
+    They implement ``LSTMCell``, ``GRUCell`` (either ``reset_after``) and ``SimpleRNNCell`` with
+    Keras' default activations (``tanh``, and ``sigmoid`` for the gates) in float32; padding masks,
+    ``go_backwards``, initial states and input and recurrent dropout all run in them.
+    """
+    if kind_of(cell) is None:
+        return f"there is no fused kernel for {type(cell).__name__}"
+    if cell.activation != "tanh" or getattr(cell, "recurrent_activation", "sigmoid") != "sigmoid":
+        return "the kernels implement activation='tanh', recurrent_activation='sigmoid' only"
+    if inputs.dtype != jnp.float32:
+        return f"the kernels are float32 only, inputs are {inputs.dtype}"
+    return None
+
+
+# --- The kernel calls --------------------------------------------------------------------------
+
+
+class Operands(NamedTuple):
+    """The differentiable inputs of one recurrence.
+
+    Attributes:
+      xw: ``[B, T, G*U]`` float32, the input projection ``x @ kernel + input bias`` of every step.
+      recurrent_kernel: ``[U, G*U]``.
+      recurrent_bias: ``[G*U]`` for ``"gru"`` (Keras' ``bias[1]``; zeros without bias), else None.
+      states: the initial states in Keras order, each ``[B, U]``: ``(h, c)`` for LSTM, ``(h,)``.
+      recurrent_masks: ``[G, B, U]`` recurrent dropout masks (gate g multiplies the previous
+        ``h`` by mask g), or None.
+    """
+
+    xw: Array
+    recurrent_kernel: Array
+    recurrent_bias: Array | None
+    states: tuple[Array, ...]
+    recurrent_masks: Array | None
+
+
 def _call(target: str, results: list[tuple[tuple[int, ...], jnp.dtype]], *args: Array):
     if (reason := _load()) is not None:
         raise RuntimeError(reason)
@@ -136,178 +227,356 @@ def _call(target: str, results: list[tuple[tuple[int, ...], jnp.dtype]], *args: 
     return jax.ffi.ffi_call(target, shapes, vmap_method="broadcast_all")(*args)
 
 
+def _optional_inputs(args: Operands, mask: Array | None) -> tuple[Array, Array]:
+    """The kernels' mask ``[B, T]`` and recurrent masks ``[B, G, U]`` (rows first, as every other
+    operand), each empty where absent."""
+    mask = jnp.zeros((0,), bool) if mask is None else mask
+    masks = args.recurrent_masks
+    masks = jnp.zeros((0,), jnp.float32) if masks is None else jnp.swapaxes(masks, 0, 1)
+    return mask, masks
+
+
+def _kernel_forward(kind: str, args: Operands, mask: Array | None):
+    """``((hs [B, T, U], final states after h), residuals)`` from the forward kernel."""
+    batch, time, width = args.xw.shape
+    units = args.recurrent_kernel.shape[0]
+    state = ((batch, time, units), jnp.float32)
+    gates = ((batch, time, width), jnp.float32)
+    optional = _optional_inputs(args, mask)
+    xw, kernel = args.xw, args.recurrent_kernel
+    if kind == "lstm":
+        hs, cs, activated, tanh_cs = _call(
+            "rnnjax_lstm_forward", [state, state, gates, state], xw, kernel, *args.states, *optional
+        )
+        return (hs, (cs[:, -1],)), (cs, activated, tanh_cs)
+    if kind == "gru":
+        hs, activated, candidate = _call(
+            "rnnjax_gru_forward",
+            [state, gates, state],
+            xw,
+            kernel,
+            args.recurrent_bias,
+            *args.states,
+            *optional,
+        )
+        return (hs, ()), (activated, candidate)
+    if kind == "gru_reset_before":
+        hs, activated = _call(
+            "rnnjax_gru_reset_before_forward", [state, gates], xw, kernel, *args.states, *optional
+        )
+        return (hs, ()), (activated,)
+    (hs,) = _call("rnnjax_simple_rnn_forward", [state], xw, kernel, *args.states, *optional)
+    return (hs, ()), ()
+
+
+def _kernel_backward(kind, args: Operands, mask, hs, residuals, cotangents):
+    """``(dxw, d_recurrent, d_states)`` from the backward kernel: the gradients of the input
+    projection, of the recurrent products (gate g's ``h' @ R_g``, ``[B, T, G*U]``) and of the
+    initial states."""
+    dhs, d_finals = cotangents
+    state = (args.states[0].shape, jnp.float32)
+    gates = (args.xw.shape, jnp.float32)
+    optional = _optional_inputs(args, mask)
+    kernel = args.recurrent_kernel
+    if kind == "lstm":
+        cs, activated, tanh_cs = residuals
+        dz, dh0, dc0 = _call(
+            "rnnjax_lstm_backward",
+            [gates, state, state],
+            dhs,
+            *d_finals,
+            activated,
+            cs,
+            tanh_cs,
+            args.states[1],
+            kernel,
+            *optional,
+        )
+        return dz, dz, (dh0, dc0)
+    if kind == "gru":
+        activated, candidate = residuals
+        dxw, dhr, dh0 = _call(
+            "rnnjax_gru_backward",
+            [gates, gates, state],
+            dhs,
+            activated,
+            candidate,
+            hs,
+            args.states[0],
+            kernel,
+            *optional,
+        )
+        return dxw, dhr, (dh0,)
+    if kind == "gru_reset_before":
+        (activated,) = residuals
+        dxw, dh0 = _call(
+            "rnnjax_gru_reset_before_backward",
+            [gates, state],
+            dhs,
+            activated,
+            hs,
+            args.states[0],
+            kernel,
+            *optional,
+        )
+        return dxw, dxw, (dh0,)
+    dxw, dh0 = _call(
+        "rnnjax_simple_rnn_backward", [gates, state], dhs, hs, args.states[0], kernel, *optional
+    )
+    return dxw, dxw, (dh0,)
+
+
 def _previous(h0: Array, hs: Array) -> Array:
-    """The state each step started from: ``[h0, hs[:, 0], ..., hs[:, -2]]``, ``[B, T, U]``."""
+    """The state each step started from: ``[h0, hs[:, 0], ..., hs[:, -2]]``, ``[B, T, U]``. At a
+    masked step ``hs`` repeats the carried state, so this is right through padding too."""
     return jnp.concatenate([h0[:, None], hs[:, :-1]], axis=1)
 
 
-# --- LSTM ------------------------------------------------------------------------------------
+def _gradients(kind: str, args: Operands, mask, hs, residuals, cotangents) -> Operands:
+    """The cotangents of ``args``: the backward kernel, then the weight gradients in XLA, each one
+    einsum over all timesteps (``dR_g = sum_t h'_{t-1}^T d_recurrent_g``)."""
+    dxw, d_recurrent, d_states = _kernel_backward(kind, args, mask, hs, residuals, cotangents)
+    kernel, masks = args.recurrent_kernel, args.recurrent_masks
+    units, width = kernel.shape
+    previous = _previous(args.states[0], hs)
+    d_bias = None if args.recurrent_bias is None else d_recurrent.sum(axis=(0, 1))
+    if masks is None and kind != "gru_reset_before":
+        d_kernel = jnp.einsum("btu,btg->ug", previous, d_recurrent)
+        return Operands(dxw, d_kernel, d_bias, d_states, None)
+    # Gate g multiplies R_g by its own vector: h (times mask g), and for reset_after=False's
+    # candidate r * h.
+    operands = [previous] * (width // units)
+    if kind == "gru_reset_before":
+        operands[2] = residuals[0][..., units : 2 * units] * previous
+    operands = jnp.stack(operands)  # [G, B, T, U]
+    per_gate = d_recurrent.reshape(*d_recurrent.shape[:2], -1, units)  # [B, T, G, U]
+    masked = operands if masks is None else operands * masks[:, :, None]
+    d_kernel = jnp.einsum("gbtu,btgv->ugv", masked, per_gate).reshape(units, width)
+    d_masks = None
+    if masks is not None:
+        d_masks = jnp.einsum(
+            "gbtu,btgv,ugv->gbu", operands, per_gate, kernel.reshape(units, -1, units)
+        )
+    return Operands(dxw, d_kernel, d_bias, d_states, d_masks)
 
 
-def _lstm_forward(xw, recurrent_kernel, h0, c0):
-    batch, time, width = xw.shape
-    state = ((batch, time, width // 4), xw.dtype)
-    hs, cs, gates, tanh_cs = _call(
-        "rnnjax_lstm_forward",
-        [state, state, ((batch, time, width), xw.dtype), state],
-        xw,
-        recurrent_kernel,
-        h0,
-        c0,
-    )
-    return (hs, cs[:, -1]), (recurrent_kernel, h0, c0, hs, cs, gates, tanh_cs)
+# --- Differentiation -----------------------------------------------------------------------------
 
 
-@jax.custom_vjp
-def lstm_sequence(xw: Array, recurrent_kernel: Array, h0: Array, c0: Array) -> tuple[Array, Array]:
-    """The Keras LSTM recurrence (gates ``[i, f, c, o]``, sigmoid and tanh) over a sequence.
+def _reference(kind: str, args: Operands, mask: Array | None):
+    """The recurrence as the scan path computes it (the cell's ``step`` in ``lax.scan``, states
+    carried where ``mask`` is False): ``(hs, final states after h)``. Differentiable to any order;
+    the kernels' derivatives beyond the first reverse-mode one go through it."""
+    units = args.recurrent_kernel.shape[0]
+    cell = KINDS[kind](units, parent=None)
+    params = {"recurrent_kernel": args.recurrent_kernel}
+    if args.recurrent_bias is not None:  # the GRU reads its recurrent bias from bias[1]
+        params["bias"] = jnp.stack([jnp.zeros_like(args.recurrent_bias), args.recurrent_bias])
+
+    def step(carry, inputs):
+        xw_t, keep = inputs
+        new, _ = cell.apply({"params": params}, carry, xw_t, args.recurrent_masks, method="step")
+        if keep is not None:
+            new = tuple(jnp.where(keep[:, None], n, o) for n, o in zip(new, carry))
+        return new, new[0]
+
+    steps = (jnp.swapaxes(args.xw, 0, 1), None if mask is None else jnp.swapaxes(mask, 0, 1))
+    carry, hs = jax.lax.scan(step, tuple(args.states), steps)
+    return jnp.swapaxes(hs, 0, 1), tuple(carry[1:])
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
+def _forward(kind: str, args: Operands, mask: Array | None):
+    """The forward kernel, differentiable: outputs' tangents come from ``_reference``. The
+    residuals' tangents are zeros: they only feed ``_backward``, whose own derivative is taken
+    from ``args`` through the reference."""
+    return _kernel_forward(kind, args, mask)
+
+
+@_forward.defjvp
+def _forward_jvp(kind, primals, tangents):
+    args, mask = primals
+    outputs, residuals = _forward(kind, args, mask)
+    _, d_outputs = jax.jvp(lambda a: _reference(kind, a, mask), (args,), (tangents[0],))
+    return (outputs, residuals), (d_outputs, jax.tree.map(jnp.zeros_like, residuals))
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
+def _backward(kind: str, args: Operands, mask, hs, residuals, cotangents) -> Operands:
+    """The backward kernels (``_gradients``), differentiable: their derivative is that of the
+    reference's VJP in ``args`` and ``cotangents`` (``hs`` and ``residuals`` are functions of
+    ``args``)."""
+    return _gradients(kind, args, mask, hs, residuals, cotangents)
+
+
+@_backward.defjvp
+def _backward_jvp(kind, primals, tangents):
+    args, mask, _, _, cotangents = primals
+    d_args, _, _, _, d_cotangents = tangents
+
+    def reference_gradients(args, cotangents):
+        return jax.vjp(lambda a: _reference(kind, a, mask), args)[1](cotangents)[0]
+
+    _, d_gradients = jax.jvp(reference_gradients, (args, cotangents), (d_args, d_cotangents))
+    return _backward(kind, *primals), d_gradients
+
+
+def _instantiate_zeros(tree):
+    """Symbolic zeros (JAX's ``Zero``, a pytree node of its own) as arrays of zeros."""
+    return jax.tree.map(instantiate_zeros, tree, is_leaf=lambda leaf: isinstance(leaf, Zero))
+
+
+class _Recurrence(VJPHiPrimitive):
+    """One recurrence as a JAX primitive with both derivative rules: reverse mode through the
+    kernels (``vjp_fwd``/``vjp_bwd_retval``) and forward mode through the reference (``jvp``,
+    and ``lin``/``linearized`` for ``jax.linearize``). ``jax.custom_vjp`` has no forward mode at
+    all, ``jax.custom_jvp`` would send reverse mode through the reference's scan."""
+
+    def __init__(self, kind: str, args: Operands, mask: Array | None):
+        self.in_avals = (jax.tree.map(jax.typeof, args), None if mask is None else jax.typeof(mask))
+        units = args.recurrent_kernel.shape[0]
+        hs = ShapedArray((*args.xw.shape[:-1], units), jnp.float32)
+        self.out_aval = (hs, tuple(jax.typeof(state) for state in args.states[1:]))
+        self.params = {"kind": kind, "signature": self.in_avals}
+        super().__init__()
+
+    def expand(self, args, mask):
+        return _forward(self.kind, args, mask)[0]
+
+    def vjp_fwd(self, nonzeros, args, mask):
+        del nonzeros  # unused cotangents are dropped by XLA's dead-code elimination
+        outputs, residuals = _forward(self.kind, args, mask)
+        return outputs, (args, mask, outputs[0], residuals)
+
+    def vjp_bwd_retval(self, saved, cotangents):
+        args, mask, hs, residuals = saved
+        cotangents = _instantiate_zeros(cotangents)
+        return _backward(self.kind, args, mask, hs, residuals, cotangents), None
+
+    def jvp(self, primals, tangents):
+        return self(*primals), self.linearized(primals, *tangents)
+
+    def lin(self, nonzeros, args, mask):  # jax.linearize
+        del nonzeros
+        return self(args, mask), (args, mask)
+
+    def linearized(self, saved, d_args, d_mask):
+        args, mask = saved
+        d_args = _instantiate_zeros(d_args)
+        _, d_outputs = jax.jvp(lambda a: _reference(self.kind, a, mask), (args,), (d_args,))
+        return d_outputs
+
+    def batch_dim_rule(self, axis_data, dims):
+        # The kernels take any leading axes (vmap_method="broadcast_all"): outputs lead with the
+        # batched axis whenever any input has one.
+        batched = any(dim is not None for dim in jax.tree.leaves(dims))
+        axis = 0 if batched else None
+        return (axis, tuple(axis for _ in self.out_aval[1]))
+
+
+def recurrence(
+    kind: str,
+    xw: Array,
+    recurrent_kernel: Array,
+    initial_states: tuple[Array, ...],
+    *,
+    recurrent_bias: Array | None = None,
+    mask: Array | None = None,
+    recurrent_masks: Array | None = None,
+) -> tuple[Array, tuple[Array, ...]]:
+    """Runs the Keras recurrence ``kind`` (a key of ``KINDS``) over a sequence in the kernels.
 
     Args:
-      xw: ``[B, T, 4U]`` float32, the input projection ``x @ kernel + bias`` of every step.
-      recurrent_kernel: ``[U, 4U]``.
-      h0, c0: ``[B, U]`` initial states.
+      kind: ``"lstm"`` (gates ``[i, f, c, o]``), ``"gru"`` (``reset_after=True``, gates ``[z, r,
+        h]``), ``"gru_reset_before"`` or ``"simple_rnn"``; activations tanh and sigmoid.
+      xw: ``[B, T, G*U]`` float32, ``x @ kernel + input bias`` of every step.
+      recurrent_kernel: ``[U, G*U]``.
+      initial_states: ``(h0, c0)`` for LSTM, ``(h0,)`` otherwise, each ``[B, U]``.
+      recurrent_bias: ``[3U]`` for ``"gru"`` (Keras' ``bias[1]``), else None.
+      mask: optional ``[B, T]`` booleans, False at padding: the states are carried through.
+      recurrent_masks: optional ``[G, B, U]`` recurrent dropout masks, one per gate.
 
     Returns:
-      ``(hs [B, T, U], c_last [B, U])``; the final ``h`` is ``hs[:, -1]``.
+      ``(hs [B, T, U], final states after h)``: the final ``h`` is ``hs[:, -1]``; LSTM adds the
+      final ``c``.
     """
-    return _lstm_forward(xw, recurrent_kernel, h0, c0)[0]
-
-
-def _lstm_backward(residuals, cotangents):
-    recurrent_kernel, h0, c0, hs, cs, gates, tanh_cs = residuals
-    dhs, dc_last = cotangents
-    batch, _, units = hs.shape
-    state = ((batch, units), hs.dtype)
-    dz, dh0, dc0 = _call(
-        "rnnjax_lstm_backward",
-        [(gates.shape, gates.dtype), state, state],
-        dhs,
-        dc_last,
-        gates,
-        cs,
-        tanh_cs,
-        c0,
-        recurrent_kernel,
-    )
-    d_recurrent_kernel = jnp.einsum("btu,btg->ug", _previous(h0, hs), dz)
-    return dz, d_recurrent_kernel, dh0, dc0
-
-
-lstm_sequence.defvjp(_lstm_forward, _lstm_backward)
-
-
-# --- GRU (reset_after=True) -------------------------------------------------------------------
-
-
-def _gru_forward(xw, recurrent_kernel, recurrent_bias, h0):
-    batch, time, width = xw.shape
-    state = ((batch, time, width // 3), xw.dtype)
-    hs, gates, hr_candidate = _call(
-        "rnnjax_gru_forward",
-        [state, ((batch, time, width), xw.dtype), state],
-        xw,
-        recurrent_kernel,
-        recurrent_bias,
-        h0,
-    )
-    return hs, (recurrent_kernel, h0, hs, gates, hr_candidate)
-
-
-@jax.custom_vjp
-def gru_sequence(xw: Array, recurrent_kernel: Array, recurrent_bias: Array, h0: Array) -> Array:
-    """The Keras GRU recurrence with ``reset_after=True`` (gates ``[z, r, h]``) over a sequence.
-
-    Args:
-      xw: ``[B, T, 3U]`` float32, ``x @ kernel + input bias`` of every step.
-      recurrent_kernel: ``[U, 3U]``.
-      recurrent_bias: ``[3U]`` (Keras' ``bias[1]``; zeros without bias).
-      h0: ``[B, U]``.
-
-    Returns:
-      ``hs [B, T, U]``; the final state is ``hs[:, -1]``.
-    """
-    return _gru_forward(xw, recurrent_kernel, recurrent_bias, h0)[0]
-
-
-def _gru_backward(residuals, dhs):
-    recurrent_kernel, h0, hs, gates, hr_candidate = residuals
-    dxw, dhr, dh0 = _call(
-        "rnnjax_gru_backward",
-        [(gates.shape, gates.dtype), (gates.shape, gates.dtype), (h0.shape, h0.dtype)],
-        dhs,
-        gates,
-        hr_candidate,
-        hs,
-        h0,
-        recurrent_kernel,
-    )
-    d_recurrent_kernel = jnp.einsum("btu,btg->ug", _previous(h0, hs), dhr)
-    return dxw, d_recurrent_kernel, dhr.sum(axis=(0, 1)), dh0
-
-
-gru_sequence.defvjp(_gru_forward, _gru_backward)
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {sorted(KINDS)}, got {kind!r}")
+    if (recurrent_bias is None) != (kind != "gru"):
+        raise ValueError("recurrent_bias is required for kind 'gru' and only for it")
+    args = Operands(xw, recurrent_kernel, recurrent_bias, tuple(initial_states), recurrent_masks)
+    if xw.shape[-2] == 0:  # nothing to run: the states stay as they are
+        return jnp.zeros((*xw.shape[:-1], recurrent_kernel.shape[0]), xw.dtype), args.states[1:]
+    return _Recurrence(kind, args, mask)(args, mask)
 
 
 # --- Sequence layers --------------------------------------------------------------------------
 
 
-def unsupported(cell: RecurrentCell, inputs: Array, mask: Array | None, recurrent_dropout: bool):
-    """Why the kernels cannot run this ``RNN`` call (a sentence), or None when they can.
-
-    They implement the Keras defaults of ``LSTMCell`` and ``GRUCell(reset_after=True)``
-    (``tanh``/``sigmoid``) in float32, without a padding mask or recurrent dropout, like the cuDNN
-    path of Keras. Input dropout is fine: it acts on the input projection, outside the recurrence.
-    """
-    if type(cell) not in (LSTMCell, GRUCell):
-        return f"there is no fused kernel for {type(cell).__name__}"
-    if isinstance(cell, GRUCell) and not cell.reset_after:
-        return "the GRU kernel implements reset_after=True only"
-    if cell.activation != "tanh" or cell.recurrent_activation != "sigmoid":
-        return "the kernels implement activation='tanh', recurrent_activation='sigmoid' only"
-    if inputs.dtype != jnp.float32:
-        return f"the kernels are float32 only, inputs are {inputs.dtype}"
-    if inputs.shape[1] == 0:
-        return "the sequence is empty"
-    if mask is not None:
-        return "the kernels do not take a padding mask"
-    if recurrent_dropout:
-        return "the kernels do not apply recurrent dropout"
-    return None
-
-
-def _per_batch_shard(fn, batch_size: int, batched: tuple[bool, ...]):
+def _per_batch_shard(fn, batch_size: int, specs):
     """``fn`` run on each device's rows when a data-parallel mesh is in context
     (``jax.sharding.use_abstract_mesh``, which ``rnnjax.steps`` sets for a sharded epoch);
-    otherwise ``fn`` itself. ``batched`` says which arguments have the batch axis first (the
-    others, weights, are replicated). Without this, XLA would gather the whole batch onto every
-    device for the custom call and run the recurrence replicated."""
+    otherwise ``fn`` itself. ``specs(rows)`` gives the arguments' partition specs, ``rows`` being
+    the spec of an axis over the mesh (weights are replicated). Without this, XLA would gather the
+    whole batch onto every device for the custom call and run the recurrence replicated."""
     mesh = jax.sharding.get_abstract_mesh()
     if mesh.empty or mesh.size == 1 or batch_size % mesh.size:
         return fn
-    rows = PartitionSpec(mesh.axis_names)
     return jax.shard_map(
         fn,
         mesh=mesh,
-        in_specs=tuple(rows if has_rows else PartitionSpec() for has_rows in batched),
-        out_specs=rows,
+        in_specs=specs(mesh.axis_names),
+        out_specs=PartitionSpec(mesh.axis_names),
         # The custom calls' outputs carry no varying-axis types, so skip that check.
         check_vma=False,
     )
 
 
-def run(cell: RecurrentCell, xw: Array, carry: Carry) -> tuple[Carry, Array]:
-    """Runs a bound ``LSTMCell``/``GRUCell``'s recurrence over ``xw [B, T, G*U]`` (its
-    ``project`` output) from ``carry``; returns ``(final carry, outputs [B, T, U])``."""
-    recurrent_kernel = cell.get_variable("params", "recurrent_kernel")
+def run(
+    cell: RecurrentCell,
+    xw: Array,
+    carry: Carry,
+    mask: Array | None = None,
+    recurrent_masks: Array | None = None,
+) -> tuple[Carry, Array]:
+    """Runs a bound cell's recurrence over ``xw [B, T, G*U]`` (its ``project`` output) from
+    ``carry``, with an optional padding ``mask [B, T]`` and recurrent dropout masks ``[G, B, U]``
+    (``cell.dropout_masks``); returns ``(final carry, outputs [B, T, U])``."""
+    kind = kind_of(cell)
     batch_size = xw.shape[0]
-    if isinstance(cell, LSTMCell):
-        lstm = _per_batch_shard(lstm_sequence, batch_size, (True, False, True, True))
-        hs, c_last = lstm(xw, recurrent_kernel, *carry)
-        return (hs[:, -1], c_last), hs
-    if cell.use_bias:
-        recurrent_bias = cell.get_variable("params", "bias")[1]
-    else:
-        recurrent_bias = jnp.zeros(recurrent_kernel.shape[-1], xw.dtype)
-    gru = _per_batch_shard(gru_sequence, batch_size, (True, False, False, True))
-    hs = gru(xw, recurrent_kernel, recurrent_bias, *carry)
-    return (hs[:, -1],), hs
+    mask = None if mask is None else mask.astype(bool)  # the kernels read booleans
+    recurrent_kernel = cell.get_variable("params", "recurrent_kernel")
+    recurrent_bias = None
+    if kind == "gru":
+        recurrent_bias = (
+            cell.get_variable("params", "bias")[1]
+            if cell.use_bias
+            else jnp.zeros(recurrent_kernel.shape[-1], xw.dtype)
+        )
+
+    def call(xw, recurrent_kernel, recurrent_bias, states, mask, recurrent_masks):
+        return recurrence(
+            kind,
+            xw,
+            recurrent_kernel,
+            states,
+            recurrent_bias=recurrent_bias,
+            mask=mask,
+            recurrent_masks=recurrent_masks,
+        )
+
+    def specs(axis):
+        rows, replicated = PartitionSpec(axis), PartitionSpec()
+        return (
+            rows,
+            replicated,
+            None if recurrent_bias is None else replicated,
+            tuple(rows for _ in carry),
+            None if mask is None else rows,
+            None if recurrent_masks is None else PartitionSpec(None, axis),
+        )
+
+    operands = (xw, recurrent_kernel, recurrent_bias, tuple(carry), mask, recurrent_masks)
+    hs, finals = _per_batch_shard(call, batch_size, specs)(*operands)
+    h_last = hs[:, -1] if hs.shape[1] else carry[0]
+    return (h_last, *finals), hs

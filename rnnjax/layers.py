@@ -47,10 +47,12 @@ class RNN(nn.Module):
         time loop (True) or inside it, one step at a time (False). Same values either way; which
         is faster depends on the backend and sizes. Scan only.
       implementation: how the time loop runs. 'scan': ``flax.linen.scan`` of the cell, on any
-        backend. 'fused': one C++ kernel per sequence on XLA:CPU (``rnnjax.fused``; LSTM and
-        ``GRU(reset_after=True)`` with Keras' default activations, float32, no padding mask or
-        recurrent dropout); an error where it cannot run. 'auto' (default): 'fused' where it can
-        run, else 'scan'. Same values either way, to float32 rounding.
+        backend. 'fused': one C++ kernel per sequence on XLA:CPU (``rnnjax.fused``): the LSTM,
+        GRU and SimpleRNN cells with Keras' default activations (tanh, sigmoid gates) in
+        float32, with everything else the layer does (masks, ``go_backwards``, states, dropout,
+        ``Bidirectional``); an error where it cannot run (other activations or dtypes, other
+        cells, no compiler, not on CPU). 'auto' (default): 'fused' where it can run, else
+        'scan'. Same values either way, to float32 rounding.
     """
 
     cell: RecurrentCell
@@ -109,8 +111,9 @@ class RNN(nn.Module):
         if self.go_backwards:
             inputs = jnp.flip(inputs, axis=1)
             mask = None if mask is None else jnp.flip(mask, axis=1)
-        if self._runs_fused(inputs, mask, recurrent_masks is not None):
-            carry, outputs = fused.run(cell, cell.project(inputs, input_masks), carry)
+        if self._runs_fused(inputs):
+            xw = cell.project(inputs, input_masks)
+            carry, outputs = fused.run(cell, xw, carry, mask, recurrent_masks)
             output = outputs if self.return_sequences else carry[0]
             return (output, *carry) if self.return_state else output
         if self.hoist_input_projection:
@@ -144,7 +147,7 @@ class RNN(nn.Module):
         output = outputs if self.return_sequences else carry[0]
         return (output, *carry) if self.return_state else output
 
-    def _runs_fused(self, inputs: Array, mask: Array | None, recurrent_dropout: bool) -> bool:
+    def _runs_fused(self, inputs: Array) -> bool:
         if self.implementation not in IMPLEMENTATIONS:
             raise ValueError(
                 f"implementation must be one of {IMPLEMENTATIONS}, got {self.implementation!r}"
@@ -152,7 +155,7 @@ class RNN(nn.Module):
         if self.implementation == "scan":
             return False
         # Check the layer first: a layer the kernels cannot run never triggers their build.
-        reason = fused.unsupported(self.cell, inputs, mask, recurrent_dropout)
+        reason = fused.unsupported(self.cell, inputs)
         reason = reason or fused.unavailable_reason()
         if reason is not None and self.implementation == "fused":
             raise ValueError(f"implementation='fused' cannot run this layer: {reason}; use 'auto'")
@@ -163,7 +166,8 @@ class Bidirectional(nn.Module):
     """``keras.layers.Bidirectional``: a forward and a backward copy of an ``RNN``.
 
     The backward layer is ``layer`` with ``go_backwards`` flipped (or ``backward_layer``). With
-    ``return_sequences`` its output is flipped back to input order before merging, as Keras does.
+    ``return_sequences`` its output is flipped back to input order before merging, and both
+    directions output zeros at masked steps (Keras' ``zero_output_for_mask``), as Keras does.
 
     Attributes:
       layer: the ``RNN`` to run in both directions.
@@ -222,6 +226,12 @@ class Bidirectional(nn.Module):
             states = (*forward_states, *backward_states)
         if forward.return_sequences:
             backward_out = jnp.flip(backward_out, axis=1)
+            if mask is not None:
+                # Keras' Bidirectional sets zero_output_for_mask on both layers when they return
+                # sequences: padded steps output zeros (a plain RNN repeats the last output).
+                keep = mask[..., None]
+                forward_out = jnp.where(keep, forward_out, 0.0)
+                backward_out = jnp.where(keep, backward_out, 0.0)
 
         merged = self._merge(forward_out, backward_out)
         if states:

@@ -24,18 +24,22 @@ def _gate_mask(masks, gate):
     return masks[gate] if masks.shape[0] > 1 else masks[0]
 
 
-def _run(step, x, states, mask, go_backwards):
-    """Keras' generic ``rnn()``: time loop, masking by carrying states, processing-order outputs."""
+def _run(step, x, states, mask, go_backwards, zero_output_for_mask=False):
+    """Keras' generic ``rnn()``: time loop, masking by carrying states, processing-order outputs.
+    A masked step outputs the previous output, or zeros with ``zero_output_for_mask`` (which
+    ``Bidirectional`` sets when returning sequences)."""
     x = np.asarray(x, np.float64)
     steps = range(x.shape[1] - 1, -1, -1) if go_backwards else range(x.shape[1])
     outputs = []
     for t in steps:
         new_states = step(x[:, t], states)
+        output = new_states[0]  # the output of every Keras cell is its first state
         if mask is not None:
             keep = np.asarray(mask[:, t], bool)[:, None]
             new_states = [np.where(keep, n, o) for n, o in zip(new_states, states)]
+            output = np.where(keep, output, 0.0 if zero_output_for_mask else states[0])
         states = new_states
-        outputs.append(states[0])  # the output of every Keras cell is its first state
+        outputs.append(output)
     return np.stack(outputs, axis=1), states
 
 
@@ -51,6 +55,7 @@ def lstm(
     rdp=None,
     activation=np.tanh,
     recurrent_activation=sigmoid,
+    zero_output_for_mask=False,
 ):
     """Returns ``(outputs [B, T, U], h [B, U], c [B, U])``."""
     k, rk, b = (np.asarray(a, np.float64) for a in (kernel, recurrent_kernel, bias))
@@ -78,7 +83,7 @@ def lstm(
         if initial_state is None
         else [np.asarray(s, np.float64) for s in initial_state]
     )
-    outputs, (h, c) = _run(step, x, states, mask, go_backwards)
+    outputs, (h, c) = _run(step, x, states, mask, go_backwards, zero_output_for_mask)
     return outputs, h, c
 
 
@@ -95,6 +100,7 @@ def gru(
     rdp=None,
     activation=np.tanh,
     recurrent_activation=sigmoid,
+    zero_output_for_mask=False,
 ):
     """Returns ``(outputs [B, T, U], h [B, U])``. ``bias`` is ``[2, 3U]`` if ``reset_after``."""
     k, rk, b = (np.asarray(a, np.float64) for a in (kernel, recurrent_kernel, bias))
@@ -126,7 +132,7 @@ def gru(
         if initial_state is None
         else [np.asarray(s, np.float64) for s in initial_state]
     )
-    outputs, (h,) = _run(step, x, states, mask, go_backwards)
+    outputs, (h,) = _run(step, x, states, mask, go_backwards, zero_output_for_mask)
     return outputs, h
 
 
@@ -141,6 +147,7 @@ def simple_rnn(
     dp=None,
     rdp=None,
     activation=np.tanh,
+    zero_output_for_mask=False,
 ):
     """Returns ``(outputs [B, T, U], h [B, U])``."""
     k, rk, b = (np.asarray(a, np.float64) for a in (kernel, recurrent_kernel, bias))
@@ -155,7 +162,7 @@ def simple_rnn(
         if initial_state is None
         else [np.asarray(s, np.float64) for s in initial_state]
     )
-    outputs, (h,) = _run(step, x, states, mask, go_backwards)
+    outputs, (h,) = _run(step, x, states, mask, go_backwards, zero_output_for_mask)
     return outputs, h
 
 

@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from experiments.__main__ import recipes
+from rnnjax import LayerSpec
 from rnnjax.cli import main
 
 pytest_plugins = ["data_fixtures"]  # imdb_data_dir
@@ -92,17 +93,20 @@ def test_bad_flags_exit_2_with_one_line(argv, message, capsys, tmp_path, monkeyp
 
 
 def test_fused_where_it_cannot_run_exits_2_before_writing(tmp_path, capsys):
-    """A masked model cannot run the fused kernels: the CLI says so before touching the data."""
+    """A relu LSTM cannot run the fused kernels: the CLI says so before touching the data."""
     experiment = _experiment("imdb_lstm")
-    masked = dataclasses.replace(
-        experiment, model=dataclasses.replace(experiment.model, mask_zero=True)
+    relu = dataclasses.replace(
+        experiment,
+        model=dataclasses.replace(
+            experiment.model, layers=(LayerSpec("lstm", 8, activation="relu"),)
+        ),
     )
     workdir = tmp_path / "run"
     argv = ["--implementation", "fused", "--workdir", str(workdir), "--data-dir", str(tmp_path)]
-    assert main(masked, argv) == 2
+    assert main(relu, argv) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "implementation='fused' cannot run" in err
-    assert "padding mask" in err
+    assert "activation='tanh'" in err
     assert not workdir.exists() or not any(workdir.iterdir())
 
 

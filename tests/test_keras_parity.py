@@ -25,7 +25,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rnnjax import RNN, Bidirectional, Classifier, LayerSpec, ModelConfig, params_from_keras
+from rnnjax import (
+    RNN,
+    Bidirectional,
+    Classifier,
+    LayerSpec,
+    ModelConfig,
+    fused,
+    params_from_keras,
+)
 
 # rnnjax follows 3.15.1's mask propagation, which Keras master changed (keras_semantics.md §1).
 KERAS_VERSION = "3.15.1"
@@ -150,11 +158,25 @@ def _run_layer(
     return list(outputs) if isinstance(outputs, tuple) else [outputs]
 
 
+def _fused_cannot_run(case: dict) -> str | None:
+    """Why the fused kernels cannot run a case's layers (their activations), or None."""
+    layers = case["config"]["layers"] if case["model"] == "classifier" else [case["layer"]]
+    for layer in layers:
+        if (layer["activation"], layer.get("recurrent_activation", "sigmoid")) != (
+            "tanh",
+            "sigmoid",
+        ):
+            return f"the fused kernels implement tanh/sigmoid only, not {layer}"
+    return fused.unavailable_reason()
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(CASES))
-# 'auto' runs the fused CPU kernels wherever they apply, 'scan' never does.
-@pytest.mark.parametrize("implementation", ["auto", "scan"])
+# 'fused' runs every layer in the fused CPU kernels, 'scan' none; 'auto' is the default choice.
+@pytest.mark.parametrize("implementation", ["auto", "fused", "scan"])
 def test_outputs_equal_keras(implementation, name, reference, record_property):
+    if implementation == "fused" and (reason := _fused_cannot_run(CASES[name])):
+        pytest.skip(reason)
     out_dir, manifest = reference
     case = manifest["cases"][name]
     with np.load(out_dir / f"{name}.npz") as archive:

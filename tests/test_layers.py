@@ -9,7 +9,7 @@ import numpy as np
 import numpy_keras as ref
 import pytest
 
-from rnnjax import RNN, Bidirectional, GRUCell, LSTMCell, SimpleRNNCell
+from rnnjax import RNN, Bidirectional, GRUCell, LSTMCell, SimpleRNNCell, fused
 
 B, T, D, U = 3, 7, 5, 4
 CELLS = {
@@ -53,11 +53,18 @@ def _reference(kind, params, x, **kw):
     return outputs, (h,)
 
 
-# 'auto' is the fused CPU kernel where it applies (LSTM and GRU without a mask), else the scan.
-PATHS = {"auto": ("auto", True), "scan_hoisted": ("scan", True), "scan_per_step": ("scan", False)}
+# The fused CPU kernels (every cell here; skipped without a compiler) and the scan path.
+FUSED = pytest.param(
+    "fused",
+    marks=pytest.mark.skipif(not fused.available(), reason=f"{fused.unavailable_reason()}"),
+)
+IMPLEMENTATIONS = [FUSED, "scan"]
+PATHS = {"fused": ("fused", True), "scan_hoisted": ("scan", True), "scan_per_step": ("scan", False)}
 
 
-@pytest.mark.parametrize("path", list(PATHS))
+@pytest.mark.parametrize(
+    "path", [FUSED if path == "fused" else path for path in PATHS], ids=list(PATHS)
+)
 @pytest.mark.parametrize("padding", [None, "pre", "post"])
 @pytest.mark.parametrize("go_backwards", [False, True], ids=["forward", "backwards"])
 @pytest.mark.parametrize("kind", list(CELLS))
@@ -197,20 +204,30 @@ def test_output_shapes_and_dtypes(
     chex.assert_tree_all_finite(leaves)
 
 
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
 @pytest.mark.parametrize("merge_mode", ["concat", "sum", "mul", "ave", None])
 @pytest.mark.parametrize("padding", [None, "post"])
-def test_bidirectional_matches_numpy_keras(merge_mode, padding, rng):
+def test_bidirectional_matches_numpy_keras(merge_mode, padding, implementation, rng):
     x = _inputs(rng)
     mask = None if padding is None else np.asarray(_mask(padding))
     layer = Bidirectional(
-        RNN(GRUCell(U), return_sequences=True, return_state=True), merge_mode=merge_mode
+        RNN(GRUCell(U), return_sequences=True, return_state=True, implementation=implementation),
+        merge_mode=merge_mode,
     )
     variables = _random_params(layer.init(jax.random.key(0), x, mask), rng)
     result = layer.apply(variables, x, None if mask is None else jnp.asarray(mask))
     params = variables["params"]
-    forward, (h_forward,) = _reference("gru", params["forward"]["cell"], x, mask=mask)
+    # Keras' Bidirectional zeroes the sequences' masked steps (zero_output_for_mask).
+    forward, (h_forward,) = _reference(
+        "gru", params["forward"]["cell"], x, mask=mask, zero_output_for_mask=True
+    )
     backward, (h_backward,) = _reference(
-        "gru", params["backward"]["cell"], x, mask=mask, go_backwards=True
+        "gru",
+        params["backward"]["cell"],
+        x,
+        mask=mask,
+        go_backwards=True,
+        zero_output_for_mask=True,
     )
     backward = backward[:, ::-1]  # Keras flips the backward sequence back to input order
     merged = {
@@ -242,12 +259,15 @@ def _masks_used(layer, variables, x, key):
     return state["intermediates"]["dropout_masks"][0]
 
 
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
 @pytest.mark.parametrize("kind", list(CELLS))
 @pytest.mark.parametrize("dropout, recurrent_dropout", [(0.3, 0.0), (0.0, 0.4), (0.3, 0.4)])
-def test_dropout_masks_are_reused_at_every_step(kind, dropout, recurrent_dropout, rng):
+def test_dropout_masks_are_reused_at_every_step(
+    kind, dropout, recurrent_dropout, implementation, rng
+):
     x = _inputs(rng)
     cell = CELLS[kind](dropout=dropout, recurrent_dropout=recurrent_dropout)
-    layer = RNN(cell, return_sequences=True)
+    layer = RNN(cell, return_sequences=True, implementation=implementation)
     variables = _random_params(layer.init(jax.random.key(0), x), rng)
     key = jax.random.key(7)
     input_masks, recurrent_masks = _masks_used(layer, variables, x, key)

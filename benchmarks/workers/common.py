@@ -5,12 +5,18 @@ and numpy. It is started as ``python <worker>.py --versions`` (print the framewo
 exit: the orchestrator's probe) or ``python <worker>.py JOB`` with JOB a JSON object:
 
     {"data": ".npz with x_train [N, T], y_train [N], x_val [M, T], y_val [M]",
-     "model": {"vocab_size": V, "embed_dim": E, "layers": [["lstm" | "gru", units], ...],
+     "model": {"vocab_size": V, "embed_dim": E, "mask_zero": bool,
+               "layers": [{"kind": "lstm" | "gru", "units": U, "bidirectional": bool,
+                           "dropout": float, "recurrent_dropout": float}, ...],
                "num_classes": C},
      "epochs": int, "batch_size": int, "learning_rate": float, "seed": int, "options": {...}}
 
-Job options: rnnjax ``hoist`` (bool), torch ``threads`` (int or null). ``num_classes`` 1 means
-a sigmoid unit and binary cross-entropy on 0/1 labels; C > 1 a softmax and categorical
+Every layer but the last returns sequences; a bidirectional layer concatenates its directions,
+and as the last layer outputs the forward direction's last step and the backward direction's
+last processed step (input step 0), as Keras does. ``mask_zero`` masks id 0 (Keras
+``Embedding(mask_zero=True)``); the orchestrator sends no job with a feature the framework
+lacks. Job options: rnnjax ``hoist`` (bool), torch ``threads`` (int or null). ``num_classes`` 1
+means a sigmoid unit and binary cross-entropy on 0/1 labels; C > 1 a softmax and categorical
 cross-entropy on integer labels in [0, C). The optimizer is always RMSprop with ``rho`` 0.9 and
 ``epsilon`` 1e-7 (Keras' defaults). The answer is the last line on stdout.
 """

@@ -1,10 +1,10 @@
 """Plain Flax under the speed benchmark: what a Flax user writes without rnnjax.
 
-``nn.Embed -> nn.RNN(nn.OptimizedLSTMCell | nn.GRUCell) ... -> nn.Dense`` (Flax's own cells and
-initializers, not Keras'), ``optax.rmsprop``, and the usual loop: a jitted train step per batch of
-host numpy rows in a fresh permutation each epoch (the partial last batch compiles a second shape
-in the first epoch), then a jitted evaluation step over the validation batches. Epoch seconds
-include validation. See ``common`` for the job.
+``nn.Embed -> [nn.Bidirectional](nn.RNN(nn.OptimizedLSTMCell | nn.GRUCell)) ... -> nn.Dense``
+(Flax's own cells and initializers, not Keras'), ``optax.rmsprop``, and the usual loop: a jitted
+train step per batch of host numpy rows in a fresh permutation each epoch (the partial last batch
+compiles a second shape in the first epoch), then a jitted evaluation step over the validation
+batches. Epoch seconds include validation. See ``common`` for the job.
 """
 
 import functools
@@ -13,6 +13,7 @@ import time
 import flax
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 from common import EPSILON, RHO, run_worker
@@ -21,9 +22,9 @@ CELLS = {"lstm": nn.OptimizedLSTMCell, "gru": nn.GRUCell}
 
 
 class Net(nn.Module):
-    """``ids [B, T]`` -> logits ``[B, C]``."""
+    """``ids [B, T]`` -> logits ``[B, C]``; ``layers`` are (kind, units, bidirectional)."""
 
-    layers: tuple[tuple[str, int], ...]
+    layers: tuple[tuple[str, int, bool], ...]
     vocab_size: int
     embed_dim: int
     num_classes: int
@@ -31,8 +32,16 @@ class Net(nn.Module):
     @nn.compact
     def __call__(self, ids):
         x = nn.Embed(self.vocab_size, self.embed_dim)(ids)
-        for kind, units in self.layers:
-            x = nn.RNN(CELLS[kind](units))(x)  # [B, T, U]
+        for kind, units, bidirectional in self.layers:
+            if bidirectional:  # [B, T, 2U], both directions in input order
+                x = nn.Bidirectional(nn.RNN(CELLS[kind](units)), nn.RNN(CELLS[kind](units)))(x)
+            else:
+                x = nn.RNN(CELLS[kind](units))(x)  # [B, T, U]
+        if self.layers[-1][2]:  # the backward direction's last step is input step 0
+            units = self.layers[-1][1]
+            return nn.Dense(self.num_classes)(
+                jnp.concatenate([x[:, -1, :units], x[:, 0, units:]], axis=-1)
+            )
         return nn.Dense(self.num_classes)(x[:, -1])
 
 
@@ -48,7 +57,7 @@ def versions() -> dict:
 def train(job: dict, arrays: dict) -> dict:
     spec = job["model"]
     model = Net(
-        tuple(map(tuple, spec["layers"])),
+        tuple((layer["kind"], layer["units"], layer["bidirectional"]) for layer in spec["layers"]),
         spec["vocab_size"],
         spec["embed_dim"],
         spec["num_classes"],

@@ -1,8 +1,9 @@
 """Keras 3 under the speed benchmark, on whichever backend ``KERAS_BACKEND`` names (jax or
 tensorflow): the tutorials' ``Sequential``, ``compile`` and ``fit(validation_data=...)``.
 
-``Input((T,)) -> Embedding(V, E) -> LSTM/GRU(U) ... (return_sequences except the last) ->
-Dense(C, sigmoid | softmax)``, Keras defaults everywhere else (GRU ``reset_after=True``,
+``Input((T,)) -> Embedding(V, E, mask_zero) -> [Bidirectional](LSTM/GRU(U, dropout,
+recurrent_dropout)) ... (return_sequences except the last) -> Dense(C, sigmoid | softmax)``,
+Keras defaults everywhere else (GRU ``reset_after=True``,
 ``jit_compile="auto"``, ``shuffle=True``), one-hot labels for categorical cross-entropy as the
 Reuters tutorial makes them. Epoch seconds run from ``on_epoch_begin`` to ``on_epoch_end``, which
 Keras calls after validation. See ``common`` for the job.
@@ -44,6 +45,17 @@ def versions() -> dict:
     return {"keras": keras.__version__, "backend": backend} | framework
 
 
+def recurrent_layer(layer: dict, return_sequences: bool):
+    """The Keras layer a job's layer entry describes."""
+    rnn = LAYERS[layer["kind"]](
+        layer["units"],
+        dropout=layer["dropout"],
+        recurrent_dropout=layer["recurrent_dropout"],
+        return_sequences=return_sequences,
+    )
+    return keras.layers.Bidirectional(rnn) if layer["bidirectional"] else rnn
+
+
 def train(job: dict, arrays: dict) -> dict:
     spec = job["model"]
     keras.utils.set_random_seed(job["seed"])
@@ -52,11 +64,13 @@ def train(job: dict, arrays: dict) -> dict:
     model = keras.Sequential(
         [
             keras.Input((arrays["x_train"].shape[1],), dtype="int32"),
-            keras.layers.Embedding(spec["vocab_size"], spec["embed_dim"]),
+            keras.layers.Embedding(
+                spec["vocab_size"], spec["embed_dim"], mask_zero=spec["mask_zero"]
+            ),
         ]
         + [
-            LAYERS[kind](units, return_sequences=index < last)
-            for index, (kind, units) in enumerate(spec["layers"])
+            recurrent_layer(layer, return_sequences=index < last)
+            for index, layer in enumerate(spec["layers"])
         ]
         + [keras.layers.Dense(spec["num_classes"], activation="sigmoid" if binary else "softmax")]
     )

@@ -41,8 +41,9 @@ def train(job: dict, arrays: dict) -> dict:
     config = ModelConfig(
         spec["vocab_size"],
         spec["embed_dim"],
-        tuple(LayerSpec(kind, units) for kind, units in spec["layers"]),
+        tuple(LayerSpec(**layer) for layer in spec["layers"]),
         num_classes=spec["num_classes"],
+        mask_zero=spec["mask_zero"],
     )
     options = job["options"]
     model = Classifier(

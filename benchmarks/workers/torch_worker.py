@@ -1,4 +1,5 @@
-"""PyTorch under the speed benchmark: ``nn.Embedding -> nn.LSTM/nn.GRU ... -> nn.Linear``.
+"""PyTorch under the speed benchmark: ``nn.Embedding -> nn.LSTM/nn.GRU(bidirectional) ... ->
+nn.Linear``.
 
 The loop a PyTorch user writes for the Keras recipe: ``set_num_threads`` (option ``threads``,
 default every core), a fresh ``torch.randperm`` each epoch, manual batching of tensors (no
@@ -24,17 +25,26 @@ class Net(nn.Module):
     def __init__(self, spec: dict):
         super().__init__()
         self.embedding = nn.Embedding(spec["vocab_size"], spec["embed_dim"])
-        widths = [spec["embed_dim"]] + [units for _, units in spec["layers"]]
+        layers = spec["layers"]
+        widths = [spec["embed_dim"]] + [
+            layer["units"] * (2 if layer["bidirectional"] else 1) for layer in layers
+        ]
         self.rnns = nn.ModuleList(
-            RNNS[kind](width, units, batch_first=True)
-            for (kind, units), width in zip(spec["layers"], widths[:-1], strict=True)
+            RNNS[layer["kind"]](
+                width, layer["units"], batch_first=True, bidirectional=layer["bidirectional"]
+            )
+            for layer, width in zip(layers, widths[:-1], strict=True)
         )
+        self.last_units = layers[-1]["units"] if layers[-1]["bidirectional"] else None
         self.dense = nn.Linear(widths[-1], spec["num_classes"])
 
     def forward(self, ids):
         x = self.embedding(ids)
         for rnn in self.rnns:
-            x, _ = rnn(x)  # [B, T, U]
+            x, _ = rnn(x)  # [B, T, U] or [B, T, 2U]
+        if self.last_units is not None:  # the backward direction's last step is input step 0
+            units = self.last_units
+            return self.dense(torch.cat([x[:, -1, :units], x[:, 0, units:]], dim=-1))
         return self.dense(x[:, -1])
 
 

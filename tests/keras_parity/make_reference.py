@@ -150,6 +150,18 @@ CASES: dict[str, dict] = {
     "bidirectional_gru_layer_sequences_state": _recurrent_layer(
         _layer("gru", 7, bidirectional=True, merge_mode="concat")
     ),
+    # Masks in every cell of the fused kernels, and in both directions of a Bidirectional.
+    "gru_reset_before_mask_pre": _classifier(_layer("gru", 7, reset_after=False), padding="pre"),
+    "simple_rnn_mask_post": _classifier(_layer("simple_rnn", 7), padding="post"),
+    "gru_reset_before_layer_masked": _recurrent_layer(
+        _layer("gru", 7, reset_after=False), masked=True
+    ),
+    "simple_rnn_layer_go_backwards_masked": _recurrent_layer(
+        _layer("simple_rnn", 7, go_backwards=True), masked=True
+    ),
+    "bidirectional_lstm_layer_masked": _recurrent_layer(
+        _layer("lstm", 7, bidirectional=True), masked=True
+    ),
 }
 
 
