@@ -2,7 +2,6 @@ import csv
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 
@@ -38,7 +37,8 @@ def auc(scores, labels):  # ROC AUC from ranks (ties ignored)
     ranks = np.argsort(np.argsort(scores)) + 1
     positives = labels.sum()
     return (ranks[labels == 1].sum() - positives * (positives + 1) / 2) / (
-        positives * (len(labels) - positives))
+        positives * (len(labels) - positives)
+    )
 
 
 best, best_params, wait = -1.0, params, 0
@@ -49,7 +49,7 @@ with open("log.csv", "w", newline="") as f:
         order = np.random.default_rng(epoch).permutation(len(x_fit))
         losses = []
         for i in range(0, len(order), 64):
-            rows = order[i:i + 64]
+            rows = order[i : i + 64]
             params, opt_state, loss = step(params, opt_state, x_fit[rows], y_fit[rows])
             losses.append(float(loss))
         scores = np.asarray(jax.jit(model.apply)({"params": params}, x_val))
