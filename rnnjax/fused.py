@@ -34,6 +34,7 @@ import platform
 import shutil
 import subprocess
 import tempfile
+import warnings
 from pathlib import Path
 from typing import NamedTuple
 
@@ -43,6 +44,7 @@ from jax.experimental.hijax import ShapedArray, VJPHiPrimitive, Zero, instantiat
 from jax.sharding import PartitionSpec
 
 from rnnjax.cells import Array, Carry, GRUCell, LSTMCell, RecurrentCell, SimpleRNNCell
+from rnnjax.data.cache import writable
 
 KERNELS = Path(__file__).with_name("kernels")
 TARGETS = {
@@ -126,7 +128,19 @@ def _build() -> Path:
     library = cache_dir() / f"recurrence_cpu_{key}.so"
     if library.exists():
         return library
-    library.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        if not writable(library.parent):
+            raise PermissionError("the directory has no write permission")
+        library.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        # Still fast, not cached: a build of this process's own.
+        warnings.warn(
+            f"cannot write the kernel cache in {library.parent} ({error.strerror or error}); "
+            "building the fused kernels for this process only (set RNNJAX_CACHE_DIR to a "
+            "writable directory to keep them)",
+            stacklevel=3,
+        )
+        library = Path(tempfile.mkdtemp(prefix="rnnjax-kernels-")) / library.name
     with tempfile.TemporaryDirectory(dir=library.parent) as scratch:
         partial = Path(scratch) / library.name
         # The loops are a few vectors long: 256-bit vectors leave no scalar remainders for

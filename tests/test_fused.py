@@ -565,6 +565,21 @@ print(layer.apply(layer.init(jax.random.key(0), x), x).shape)
     assert not any((tmp_path / "cache").glob("*.so"))
 
 
+def test_a_read_only_kernel_cache_builds_for_the_process_and_says_so(tmp_path, monkeypatch):
+    """The build goes to a private temporary directory (still fast, not cached), with one
+    warning; the read-only cache is left as it was (mode bits honoured for root too)."""
+    compiler = tmp_path / "fake-c++"
+    compiler.write_text('#!/bin/sh\nfor a; do out=$a; done\ntouch "$out"\n')  # "-o" path last
+    compiler.chmod(0o755)
+    cache = tmp_path / "cache"
+    cache.mkdir(mode=0o555)
+    monkeypatch.setenv("CXX", str(compiler))
+    monkeypatch.setenv("RNNJAX_CACHE_DIR", str(cache))
+    with pytest.warns(UserWarning, match="cannot write the kernel cache"):
+        library = fused._build()
+    assert library.exists() and cache not in library.parents and list(cache.iterdir()) == []
+
+
 def test_the_build_depends_on_every_kernel_source():
     """The cache key hashes every source: the shared header and each cell's file."""
     names = {path.name for path in fused._sources()}
