@@ -280,9 +280,9 @@ def run(
     try:
         if resume:
             _check_same_experiment(os.path.join(workdir, "config.json"), experiment)
-        # Before anything is written: an implementation that cannot run fails here.
-        state = create_state(experiment, train.seed, implementation=implementation)
+        # Before anything is written: missing data, then an implementation that cannot run.
         splits = _checked(experiment, load_splits(experiment.data, data_dir, manual_dir, prepare))
+        state = create_state(experiment, train.seed, implementation=implementation)
         _write_run_files(experiment, workdir)
         callbacks = _callbacks(experiment, workdir, quiet, resume, should_stop)
         result = fit(

@@ -45,6 +45,33 @@ def is_source(x: Any) -> bool:
     return hasattr(x, "__iter__")
 
 
+class ArrayBatches:
+    """Arrays as a re-iterable source of consecutive batches (evaluation order): through
+    ``Stream`` every dataset of one batch size runs the same compiled chunk, whatever its length.
+    With several processes each yields only its share of every batch's rows (see ``Stream``).
+
+    Args:
+      data: ``{"x": inputs[, "y": targets][, "sample_weight": w]}``, leaves ``[N, ...]``.
+      batch_size: B (more than N means N).
+    """
+
+    def __init__(self, data: dict, batch_size: int):
+        self.data = data
+        self.n = len(jax.tree.leaves(data)[0])
+        self.batch_size = min(batch_size, self.n)
+
+    def __len__(self) -> int:
+        return -(-self.n // self.batch_size)
+
+    def __iter__(self) -> Iterator[dict]:
+        processes, index = jax.process_count(), jax.process_index()
+        for start in range(0, self.n, self.batch_size):
+            rows = np.arange(start, min(start + self.batch_size, self.n))
+            if processes > 1:
+                rows = np.array_split(rows, processes)[index]
+            yield jax.tree.map(lambda a, r=rows: np.asarray(a)[r], self.data)
+
+
 def _split_element(element: Any, inputs_only: bool) -> dict:
     if isinstance(element, dict) and "x" in element:
         batch = dict(element)
@@ -188,7 +215,7 @@ class Stream:
         (earlier batches are read and dropped, to resume inside an epoch), one chunk ahead on a
         background thread; global step = ``offset`` + local step."""
         self._first()
-        size = chunk or min(self.steps or STREAM_CHUNK, STREAM_CHUNK)
+        size = chunk or STREAM_CHUNK  # one compiled shape, whatever the source's length
         ready: queue.Queue = queue.Queue(maxsize=1)
         finished = threading.Event()
 

@@ -27,7 +27,7 @@ from rnnjax import objective, steps
 from rnnjax.batches import ArrayData, num_examples, seed_key, to_device
 from rnnjax.callbacks import Callback, CallbackList, History, Loop, ProgbarLogger, TerminateOnNaN
 from rnnjax.sharding import batch_sharding, replicate
-from rnnjax.streams import Stream, is_source
+from rnnjax.streams import ArrayBatches, Stream, is_source
 from rnnjax.train_state import TrainState
 from rnnjax.validation import check_batch_size
 
@@ -255,13 +255,8 @@ def predict(
         source = Stream(x, steps_per_epoch=steps, sharding=sharding, inputs_only=True)
     else:
         _check(state, {"x": x}, "predict data")
-        source = ArrayData(
-            place(to_device({"x": x})),
-            check_batch_size(32 if batch_size is None else batch_size),
-            None,
-            shuffle=False,
-            sharding=sharding,
-        )
+        batch_size = check_batch_size(32 if batch_size is None else batch_size)
+        source = Stream(ArrayBatches({"x": x}, batch_size), sharding=sharding, inputs_only=True)
     pieces = []
     for batches, _, _, _ in source.chunks(0, 0, None):
         outputs, valid = jax.device_get((_predict_steps(state, batches), batches.valid))
@@ -365,7 +360,8 @@ def _validation(data, batch_size, place, sharding, steps=None, state=None):
     if state is not None:
         _check(state, arrays, "validation data")
     batch_size = check_batch_size(32 if batch_size is None else batch_size)
-    return ArrayData(place(to_device(arrays)), batch_size, None, shuffle=False, sharding=sharding)
+    # Streamed in chunks of one shape: validation, test and any other split share one compile.
+    return Stream(ArrayBatches(arrays, batch_size), sharding=sharding)
 
 
 def _placement(mesh: Mesh | None):

@@ -1,15 +1,11 @@
 """A training process for the resume tests (run as a subprocess, killed, and resumed).
 
     python resume_worker.py WORKDIR [--per-step] [--kill-at-step E:S] [--interrupt-at-step E:S]
-                            [--kill-in-save N] [--resume]
 
 Trains a small LSTM on synthetic data with checkpoints in WORKDIR (``BackupAndRestore`` resumes
-whatever is there; ``--resume`` is accepted for symmetry) and writes ``result.json`` and
-``params.npz`` there when it finishes. ``--kill-at-step E:S`` SIGKILLs itself after step S of epoch
-E
-(1-based, per-step mode); ``--interrupt-at-step E:S`` asks fit to stop there, as Ctrl-C does
-(exit status 130); ``--kill-in-save N`` SIGKILLs itself while the N-th latest checkpoint is
-being written (Orbax saves asynchronously, so the kill lands mid-save).
+whatever is there) and writes ``result.json`` and ``params.npz`` there when it finishes.
+``--kill-at-step E:S`` SIGKILLs itself after step S of epoch E (1-based, per-step mode);
+``--interrupt-at-step E:S`` asks fit to stop there, as Ctrl-C does (exit status 130).
 """
 
 import argparse
@@ -61,23 +57,9 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("workdir")
     parser.add_argument("--per-step", action="store_true")
-    parser.add_argument("--resume", action="store_true")
     parser.add_argument("--kill-at-step")
     parser.add_argument("--interrupt-at-step")
-    parser.add_argument("--kill-in-save", type=int)
     args = parser.parse_args()
-
-    if args.kill_in_save:
-        original = BackupAndRestore._save
-        calls = []
-
-        def save_then_die(self, *a, **k):
-            original(self, *a, **k)
-            calls.append(1)
-            if len(calls) == args.kill_in_save:
-                os.kill(os.getpid(), signal.SIGKILL)  # the async write is still in flight
-
-        BackupAndRestore._save = save_then_die
 
     callbacks = [
         EarlyStopping(patience=10, restore_best_weights=True),

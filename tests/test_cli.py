@@ -92,8 +92,8 @@ def test_bad_flags_exit_2_with_one_line(argv, message, capsys, tmp_path, monkeyp
     assert os.listdir(tmp_path) == []  # nothing written
 
 
-def test_fused_where_it_cannot_run_exits_2_before_writing(tmp_path, capsys):
-    """A relu LSTM cannot run the fused kernels: the CLI says so before touching the data."""
+def test_fused_where_it_cannot_run_exits_2_before_writing(imdb_data_dir, tmp_path, capsys):
+    """A relu LSTM cannot run the fused kernels: the CLI says so before writing anything."""
     experiment = _experiment("imdb_lstm")
     relu = dataclasses.replace(
         experiment,
@@ -102,8 +102,8 @@ def test_fused_where_it_cannot_run_exits_2_before_writing(tmp_path, capsys):
         ),
     )
     workdir = tmp_path / "run"
-    argv = ["--implementation", "fused", "--workdir", str(workdir), "--data-dir", str(tmp_path)]
-    assert main(relu, argv) == 2
+    argv = ["--implementation", "fused", "--workdir", str(workdir)]
+    assert main(relu, [*argv, "--data-dir", str(imdb_data_dir)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "implementation='fused' cannot run" in err
     assert "activation='tanh'" in err

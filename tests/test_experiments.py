@@ -83,9 +83,9 @@ def test_ctrl_c_saves_and_the_resumed_run_ends_like_an_uninterrupted_one(imdb_da
     env = dict(os.environ, RNNJAX_CACHE_DIR=str(tmp_path / "cache"), PYTHONPATH=REPO)
     flags = [
         "--epochs",
-        "40",
+        "12",
         "--patience",
-        "40",
+        "12",
         "--data-dir",
         str(imdb_data_dir),
         "--quiet",

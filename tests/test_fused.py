@@ -496,7 +496,7 @@ def test_a_masked_stacked_classifier_runs_only_kernels(rng):
         return jnp.sum(logits**2)
 
     chex.assert_trees_all_close(
-        jax.jit(jax.grad(loss))(params), jax.grad(scan_loss)(params), atol=1e-5, rtol=1e-5
+        jax.jit(jax.grad(loss))(params), jax.jit(jax.grad(scan_loss))(params), atol=1e-5, rtol=1e-5
     )
 
 
