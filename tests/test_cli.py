@@ -151,6 +151,7 @@ def test_a_workdir_that_cannot_be_one_exits_2_and_writes_nothing(kind, tmp_path,
     assert sorted(os.listdir(tmp_path)) == before and (tmp_path / "file").read_text() == ""
 
 
+@pytest.mark.slow
 def test_absurd_but_valid_values_run(imdb_data_dir, tmp_path, capsys, monkeypatch):
     """Any Python int is a seed; a batch larger than the data is all of it (Keras); a read-only
     cache is skipped with one warning."""
@@ -179,6 +180,7 @@ def test_a_damaged_dataset_exits_2_naming_the_file(imdb_data_dir, tmp_path, caps
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_a_diverged_run_exits_3_and_says_so_when_quiet(imdb_data_dir, tmp_path, capsys):
     experiment = _experiment("imdb_gru")
     diverging = experiment.replace(learning_rate=1e30)
@@ -193,6 +195,7 @@ def test_a_diverged_run_exits_3_and_says_so_when_quiet(imdb_data_dir, tmp_path, 
     assert metrics["terminated_on_nan_at"] == [2, 1] and metrics["epochs_run"] == 2
 
 
+@pytest.mark.slow
 def test_num_seeds_leaves_diverged_models_out_of_the_mean(imdb_data_dir, tmp_path, capsys):
     argv = ["--workdir", str(tmp_path / "grid"), "--data-dir", str(imdb_data_dir), "--quiet"]
     argv += ["--epochs", "2", "--learning-rates", "1e-3,1e30"]

@@ -49,6 +49,7 @@ def test_a_named_data_dir_is_read_but_never_written(shared, tmp_path, monkeypatc
     assert snapshot(shared) == before
 
 
+@pytest.mark.slow
 def test_the_cli_leaves_a_named_data_dir_untouched(shared, tmp_path):
     tfds_dir = shared / "data" / "tensorflow_datasets"
     before = snapshot(shared)
