@@ -140,6 +140,12 @@ def test_dense_ranks_as_np_unique_also_where_hash_slots_collide():
     assert ranks.dtype == np.int32
 
 
+def test_non_ascii_spaces_are_this_pythons_whitespace():
+    every = "".join(map(chr, range(0x80, 0x110000)))
+    found = "".join(text_module._NON_ASCII_SPACE.findall(every))
+    assert found == "".join(c for c in every if c.isspace())
+
+
 def test_no_character_lower_cases_into_the_ascii_rule():
     """What lets ``tokenize_corpus`` fold non-ASCII documents' bytes after ``str.lower``: no
     character lower-cases to an ASCII capital, to whitespace (unless it is whitespace), or to a

@@ -139,18 +139,17 @@ def load_data(**kwargs: Any) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.nd
 
 def _tokenize(data_dir: Path) -> cache.Arrays:
     """Both splits tokenized into one corpus (train rows first), with their labels."""
-    train, test = (
-        [
-            (r["text"].bytes_list.value[0], r["label"].int64_list.value[0])
-            for r in sources.read_split(ImdbReviews, split, data_dir)
-        ]
-        for split in ("train", "test")
-    )
-    texts, labels = zip(*train, *test)
+    texts, labels = [], []
+    for split in ("train", "test"):
+        for record in sources.read_split(ImdbReviews, split, data_dir):
+            texts.append(record["text"].bytes_list.value[0])
+            labels.append(record["label"].int64_list.value[0])
+        if split == "train":
+            num_train = len(texts)
     return {
         **tokenize_corpus(texts).to_arrays(),
         "labels": np.array(labels, np.int32),
-        "num_train": np.array(len(train)),
+        "num_train": np.array(num_train),
     }
 
 

@@ -134,17 +134,23 @@ def _folded(text: str | bytes) -> bytes:
     """UTF-8 bytes whose runs of non-space bytes are ``tokenize(text)``.
 
     An ASCII text takes the rule in bytes, where ASCII case and whitespace are all there is. Any
-    other text takes it in str up to lower-casing, and its whitespace becomes spaces; no character
-    lower-cases to an ASCII capital, whitespace or a letter of a line break (``tests/test_text.py``
-    checks every code point), so ``_ASCII_FOLD`` then only turns the filters into spaces.
+    other text takes it in str up to lower-casing, and its non-ASCII whitespace becomes spaces;
+    no character lower-cases to an ASCII capital, to whitespace or to a letter of a line break
+    (``tests/test_text.py`` checks every code point), so ``_ASCII_FOLD`` then only turns the
+    filters and ASCII whitespace into spaces.
     """
     if text.isascii():
         text = _ASCII_LINE_BREAK.sub(b" ", text if isinstance(text, bytes) else text.encode())
     else:
         if isinstance(text, bytes):
             text = text.decode("utf-8")
-        text = " ".join(LINE_BREAK.sub(" ", text).lower().split()).encode()
+        text = _NON_ASCII_SPACE.sub(" ", LINE_BREAK.sub(" ", text).lower()).encode()
     return text.translate(_ASCII_FOLD)
+
+
+# The characters beyond ASCII that ``str.isspace`` (so ``str.split``) counts as whitespace; a
+# class of them is faster than ``[^\S\x00-\x7f]`` (``tests/test_text.py`` checks them).
+_NON_ASCII_SPACE = re.compile("[\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]")
 
 
 # Tokens (or bytes) per block of the vectorised steps below. Their temporaries stay small and are
@@ -176,8 +182,9 @@ def _token_spans(joined: bytes) -> tuple[np.ndarray, np.ndarray]:
     return starts, np.subtract(ends, starts, out=ends)
 
 
+# [n]: the low n bytes of a little-endian uint64; spaces in the other 8 - n.
 _MASKS = np.array([(1 << (8 * n)) - 1 for n in range(8)] + [2**64 - 1], np.uint64)
-_SPACES = np.uint64(int.from_bytes(b" " * 8, "little"))
+_PADDING = np.uint64(int.from_bytes(b" " * 8, "little")) & ~_MASKS
 
 
 def _number_tokens(
@@ -198,8 +205,11 @@ def _number_tokens(
     eight = np.ndarray((len(joined) - 7,), "<u8", joined, strides=(1,))
 
     def chunk(rows: slice | np.ndarray, skip: int) -> np.ndarray:
-        mask = _MASKS[np.minimum(lengths[rows] - skip, 8)]
-        return (eight[starts[rows] + skip] & mask) | (_SPACES & ~mask)
+        size = np.minimum(lengths[rows] - skip, 8)
+        keys = eight[starts[rows] + skip]
+        keys &= _MASKS[size]
+        keys |= _PADDING[size]
+        return keys
 
     # The first chunks of all tokens are computed twice, block by block, rather than stored.
     blocks = _blocks(len(starts))
@@ -286,10 +296,12 @@ class Vocabulary:
     def from_corpus(cls, corpus: Corpus, rows: np.ndarray | None = None) -> Vocabulary:
         """Ranks the words of ``corpus`` (of the documents ``rows`` only, when given)."""
         tokens = corpus.tokens if rows is None else corpus.tokens.take(rows)
-        counts = np.bincount(tokens.values, minlength=len(corpus.words)).tolist()
-        seen = [i for i, count in enumerate(counts) if count]
-        seen.sort(key=lambda i: (-counts[i], corpus.words[i]))
-        return cls(tuple(corpus.words[i] for i in seen), tuple(counts[i] for i in seen))
+        counts = np.bincount(tokens.values, minlength=len(corpus.words))
+        # By word, then stably by count: (-count, word) order, without a Python key per word.
+        seen = sorted(np.flatnonzero(counts).tolist(), key=corpus.words.__getitem__)
+        by_word = np.array(seen, np.int64)
+        ranked = by_word[np.argsort(-counts[by_word], kind="stable")].tolist()
+        return cls(tuple(map(corpus.words.__getitem__, ranked)), tuple(counts[ranked].tolist()))
 
     def __len__(self) -> int:
         return len(self.words)
