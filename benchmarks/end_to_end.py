@@ -3,7 +3,7 @@ invocation: process start to exit, trained to early stop with the data cached, a
 rnnjax's seconds go.
 
     python benchmarks/end_to_end.py --keras-python PY [--recipe imdb_lstm] [--repeats 1]
-        [--without-checkpoints] [--data-dir DIR] [--manual-dir DIR] [--json OUT.json]
+        [--without-checkpoints] [--epochs N] [--data-dir DIR] [--manual-dir DIR] [--json OUT]
 
 Run it with rnnjax's interpreter. It first makes ready what a user's second run finds ready and
 says so: the data cache, warmed by exporting the recipe's padded train/validation/test arrays
@@ -11,7 +11,7 @@ with rnnjax's loader to a temporary ``.npz`` (which the Keras side then trains o
 on the same arrays), and the fused CPU kernels' build. Then, one process at a time, on the CPU:
 
 1. rnnjax: ``python -m experiments.<recipe> --quiet --workdir <tmp>``, timed from just before
-   its process starts to its exit;
+   its process starts to its exit, and by its CPU seconds (all threads);
 2. Keras 3 on JAX: ``workers/keras_recipe.py`` in the ``--keras-python`` interpreter, the same
    recipe on the same arrays (Embedding -> LSTM/GRU -> Dense, RMSprop, cross-entropy, batch size,
    EarlyStopping(val_loss, patience, restore_best_weights=True), ModelCheckpoint(save_best_only=
@@ -21,23 +21,26 @@ on the same arrays), and the fused CPU kernels' build. Then, one process at a ti
 4. with ``--without-checkpoints``: 3. without ModelCheckpoint and BackupAndRestore, for their
    cost per epoch (they do not change the training, so the epochs are the same).
 
-``--repeats N`` repeats the rounds; the tables give medians. The JSON file keeps every run, the
-machine, its load average before each run, and the command line.
+``--repeats N`` repeats the rounds; the tables give medians. ``--epochs N`` caps the epochs (a
+quick check; by default the recipe's, so both sides early-stop). The JSON file keeps every run,
+the machine, its load average before each run, and the command line.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
+import importlib
 import json
 import os
+import resource
 import shlex
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from tempfile import mkdtemp
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -98,23 +101,34 @@ def recipe_flags(args) -> list[str]:
     return flags
 
 
-def run_process(command: list[str], env: dict, cwd: str) -> tuple[float, float]:
-    """Runs ``command`` to its end; ``(time.time() at its start, wall seconds)``. The start is
+def run_process(command: list[str], env: dict, cwd: str) -> tuple[float, dict]:
+    """Runs ``command`` to its end; ``(time.time() at its start, its seconds)``. The start is
     also given to it as ``$RNNJAX_BENCH_START``."""
     started = time.time()
-    clock = time.perf_counter()
-    done = subprocess.run(
-        command,
-        env=os.environ | env | {"RNNJAX_BENCH_START": repr(started)},
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-    )
-    seconds = time.perf_counter() - clock
+    with child_seconds() as seconds:
+        done = subprocess.run(
+            command,
+            env=os.environ | env | {"RNNJAX_BENCH_START": repr(started)},
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+        )
     if done.returncode != 0:
         errors = done.stderr.strip().splitlines() or [f"exit status {done.returncode}"]
         raise SystemExit(f"{shlex.join(command)} failed: {errors[-1]}")
     return started, seconds
+
+
+@contextlib.contextmanager
+def child_seconds():
+    """``{"wall", "cpu"}`` of the child processes run inside: wall seconds, and CPU seconds
+    (user + system, all threads), which other work on the machine disturbs less."""
+    seconds = {}
+    before, clock = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
+    yield seconds
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    seconds["wall"] = time.perf_counter() - clock
+    seconds["cpu"] = sum(getattr(after, f) - getattr(before, f) for f in ("ru_utime", "ru_stime"))
 
 
 def rnnjax_outcome(workdir: str) -> dict:
@@ -132,20 +146,20 @@ def rnnjax_outcome(workdir: str) -> dict:
 
 
 def run_rnnjax(recipe: str, args, tmp: str) -> dict:
-    workdir = mkdtemp(dir=tmp)
+    workdir = tempfile.mkdtemp(dir=tmp)
     command = [sys.executable, "-m", f"experiments.{recipe}", "--quiet", "--workdir", workdir]
     _, seconds = run_process(command + recipe_flags(args), RNNJAX_ENV, REPO)
-    return {"wall": seconds, "command": shlex.join(command)} | rnnjax_outcome(workdir)
+    return seconds | {"command": shlex.join(command)} | rnnjax_outcome(workdir)
 
 
 def run_phases(recipe: str, args, tmp: str, without: str | None = None) -> dict:
     """``workers/rnnjax_phases.py``: the recipe's phases, plus the interpreter's start, the
     imports and its exit from the clock readings around them."""
-    workdir, out = mkdtemp(dir=tmp), os.path.join(tmp, "phases.json")
+    workdir, out = tempfile.mkdtemp(dir=tmp), os.path.join(tmp, "phases.json")
     command = [sys.executable, os.path.join(HERE, "workers", "rnnjax_phases.py"), out, recipe]
     command += ["--without", without] if without else []
     command += ["--quiet", "--workdir", workdir, *recipe_flags(args)]
-    started, seconds = run_process(command, RNNJAX_ENV, REPO)
+    started, process = run_process(command, RNNJAX_ENV, REPO)
     with open(out) as f:
         phases = json.load(f)
     before = {
@@ -153,25 +167,27 @@ def run_phases(recipe: str, args, tmp: str, without: str | None = None) -> dict:
         "imports (rnnjax, jax, flax, optax, orbax, tfds, experiment)": phases["main_started"]
         - phases["interpreter_ready"],
     }
-    after = {"exit (interpreter shutdown)": started + seconds - phases["main_ended"]}
-    return {
-        "wall": seconds,
-        "seconds": before | phases["seconds"] | after,
-        "compile_seconds": phases["compile_seconds"],
-        "calls": phases["calls"],
-    } | rnnjax_outcome(workdir)
+    after = {"exit (interpreter shutdown)": started + process["wall"] - phases["main_ended"]}
+    return (
+        process
+        | {
+            "seconds": before | phases["seconds"] | after,
+            "compile_seconds": phases["compile_seconds"],
+            "calls": phases["calls"],
+        }
+        | rnnjax_outcome(workdir)
+    )
 
 
 def run_keras(python: str, job: dict) -> dict:
     started = time.time()
-    clock = time.perf_counter()
     try:
-        answer = call_worker(KERAS, python, json.dumps(job | {"started": started}))
+        with child_seconds() as seconds:
+            answer = call_worker(KERAS, python, json.dumps(job | {"started": started}))
     except WorkerError as error:
         raise SystemExit(f"Keras worker failed: {error}") from None
-    seconds = time.perf_counter() - clock
-    answer["seconds"]["exit (interpreter shutdown)"] = started + seconds - answer["ended"]
-    return answer | {"wall": seconds, "test_accuracy": answer["metrics"]["test_accuracy"]}
+    answer["seconds"]["exit (interpreter shutdown)"] = started + seconds["wall"] - answer["ended"]
+    return answer | seconds | {"test_accuracy": answer["metrics"]["test_accuracy"]}
 
 
 def median(runs: list[dict], *keys) -> float:
@@ -196,6 +212,7 @@ def summary_table(rounds: list[dict]) -> str:
             "| | rnnjax | Keras 3 on JAX |",
             "|---|---|---|",
             row("wall s, process start to exit", lambda runs: f"{median(runs, 'wall'):.1f}"),
+            row("CPU s, user + system, all threads", lambda runs: f"{median(runs, 'cpu'):.1f}"),
             row(
                 "epochs run (best epoch)",
                 lambda runs: "/".join(f"{r['epochs_run']} ({r['best_epoch']})" for r in runs),
@@ -244,16 +261,18 @@ def keras_table(runs: list[dict]) -> str:
 
 
 def checkpoint_line(rounds: list[dict]) -> str:
-    per_epoch = []
-    own = []
-    for r in rounds:
-        with_, without = r["phases"], r["phases_without_checkpoints"]
-        per_epoch.append((with_["wall"] - without["wall"]) / with_["epochs_run"])
-        own.append(with_["seconds"]["checkpoints: save, seal, close"] / with_["epochs_run"])
+    def per_epoch(fn) -> float:
+        return statistics.median(
+            fn(r["phases"], r["phases_without_checkpoints"]) / r["phases"]["epochs_run"]
+            for r in rounds
+        )
+
+    own = per_epoch(lambda with_, _: with_["seconds"]["checkpoints: save, seal, close"])
+    wall = per_epoch(lambda with_, without: with_["wall"] - without["wall"])
+    cpu = per_epoch(lambda with_, without: with_["cpu"] - without["cpu"])
     return (
-        f"ModelCheckpoint + BackupAndRestore: {statistics.median(per_epoch):.3f} s per epoch "
-        f"(wall with them minus without, over the epochs run), of which "
-        f"{statistics.median(own):.3f} s in their own calls (saving, sealing, closing)"
+        f"ModelCheckpoint + BackupAndRestore, per epoch: {own:.3f} s in their own calls (saving, "
+        f"sealing, closing); with them minus without: {wall:.3f} s wall, {cpu:.3f} s CPU"
     )
 
 
@@ -285,8 +304,6 @@ def main(argv: list[str]) -> None:
     json_path = args.json or os.path.join(
         "runs", "end_to_end", started.strftime("%Y%m%dT%H%M%SZ") + ".json"
     )
-    import importlib
-
     from rnnjax import fused
 
     experiment = importlib.import_module(f"experiments.{args.recipe}").EXPERIMENT
@@ -322,21 +339,20 @@ def main(argv: list[str]) -> None:
             "patience": train.patience,
             "seed": train.seed,
         }
+        runs = {
+            "rnnjax": lambda: run_rnnjax(args.recipe, args, tmp),
+            "keras": lambda: run_keras(
+                args.keras_python, job | {"workdir": tempfile.mkdtemp(dir=tmp)}
+            ),
+            "phases": lambda: run_phases(args.recipe, args, tmp),
+        }
+        if args.without_checkpoints:
+            runs["phases_without_checkpoints"] = lambda: run_phases(
+                args.recipe, args, tmp, CHECKPOINTS
+            )
         for repeat in range(args.repeats):
             current = {}
-            runs = [("rnnjax", lambda: run_rnnjax(args.recipe, args, tmp))]
-            runs.append(
-                ("keras", lambda: run_keras(args.keras_python, job | {"workdir": mkdtemp(dir=tmp)}))
-            )
-            runs.append(("phases", lambda: run_phases(args.recipe, args, tmp)))
-            if args.without_checkpoints:
-                runs.append(
-                    (
-                        "phases_without_checkpoints",
-                        lambda: run_phases(args.recipe, args, tmp, CHECKPOINTS),
-                    )
-                )
-            for name, run in runs:
+            for name, run in runs.items():
                 load = os.getloadavg()
                 current[name] = run() | {"load_average": load}
                 print(
