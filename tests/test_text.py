@@ -1,6 +1,10 @@
 """The tokenizer rule, frequency ranking, and every Keras index parameter against a literal
 transcription of Keras' load_data."""
 
+import contextlib
+import re
+import string
+
 import chex
 import numpy as np
 import pytest
@@ -14,6 +18,7 @@ from data_reference import (
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from rnnjax.data import text as text_module
 from rnnjax.data.sequences import Ragged
 from rnnjax.data.text import (
     LINE_BREAK,
@@ -62,6 +67,96 @@ def test_tokenize_equals_documented_regex(text):
 )
 def test_tokenize_equals_keras_text_to_word_sequence_on_ascii(text):
     assert tokenize(text) == reference_tokenize(text)
+
+
+def reference_corpus(texts):
+    """``tokenize`` per document, tokens numbered by first appearance in a dict."""
+    numbers, tokens = {}, []
+    for text in texts:
+        tokens.append([numbers.setdefault(t, len(numbers)) for t in tokenize(text)])
+    return tokens, tuple(numbers)
+
+
+def assert_corpus_is_reference(texts):
+    corpus = tokenize_corpus(texts)
+    tokens, words = reference_corpus(texts)
+    assert corpus.words == words
+    assert [row.tolist() for row in corpus.tokens.to_arrays()] == tokens
+    chex.assert_type([corpus.tokens.values, corpus.tokens.lengths], [np.int32, np.int64])
+
+
+# Characters where the corpus path differs from per-document ``tokenize`` if anything is off:
+# Unicode and ASCII-control whitespace (also inside a line break), NUL (a token "a" vs "a\0"),
+# case pairs, and letters that make tokens longer than 8 and 16 bytes.
+TRICKY = ["a", "b", "B", "r", "R", "<", "/", ">", " ", "\x00", "\x1c", "\x1f", "\x85", "\xa0",
+          "\u2028", "\u3000", "\t", "\n", "'", ".", "é", "É", "ß", "İ", "K", "ǅ", "\U0001f600",
+          "<br />", "<BR\xa0/>", "<br\x1c>", "abcdefgh", "abcdefghijklmnop", "x" * 23]  # fmt: skip
+
+
+@contextlib.contextmanager
+def block_size(size):
+    saved, text_module._BLOCK = text_module._BLOCK, size
+    try:
+        yield
+    finally:
+        text_module._BLOCK = saved
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.lists(st.sampled_from(TRICKY), max_size=12).map("".join), max_size=6),
+    st.booleans(),
+    st.sampled_from([1, 2, 3, 8, 1 << 20]),
+)
+def test_tokenize_corpus_is_tokenize_per_document(texts, as_bytes, block):
+    with block_size(block):  # small blocks split tokens, documents and spans between blocks
+        assert_corpus_is_reference([t.encode() for t in texts] if as_bytes else texts)
+
+
+def test_tokenize_corpus_literal_cases():
+    assert_corpus_is_reference([])
+    assert_corpus_is_reference(["", "...", ""])
+    corpus = tokenize_corpus(["b a\x00 a", "", "A!a abcdefghij abcdefghik abcdefgh abcdefgh\x00"])
+    assert corpus.words == ("b", "a\x00", "a", "abcdefghij", "abcdefghik", "abcdefgh",
+                            "abcdefgh\x00")  # fmt: skip
+    assert corpus.tokens.lengths.tolist() == [3, 0, 6]
+    assert corpus.tokens.values.tolist() == [0, 1, 2, 2, 2, 3, 4, 5, 6]
+    with pytest.raises(UnicodeDecodeError):
+        tokenize_corpus([b"ok", b"\xff"])
+
+
+def test_dense_ranks_as_np_unique_also_where_hash_slots_collide():
+    rng = np.random.default_rng(0)
+    pool = np.concatenate(
+        [
+            rng.integers(0, 2**64 - 1, 150_000, np.uint64, endpoint=True),
+            np.arange(50_000, dtype=np.uint64) << np.uint64(40),  # one pattern, many keys
+            np.array([0, 2**64 - 1], np.uint64),
+        ]
+    )
+    keys = rng.choice(pool, 400_000)
+    ranks = text_module._dense(keys)
+    np.testing.assert_array_equal(ranks, np.unique(keys, return_inverse=True)[1])
+    assert ranks.dtype == np.int32
+
+
+def test_non_ascii_spaces_are_this_pythons_whitespace():
+    every = "".join(map(chr, range(0x80, 0x110000)))
+    found = "".join(text_module._NON_ASCII_SPACE.findall(every))
+    assert found == "".join(c for c in every if c.isspace())
+
+
+def test_no_character_lower_cases_into_the_ascii_rule():
+    """What lets ``tokenize_corpus`` fold non-ASCII documents' bytes after ``str.lower``: no
+    character lower-cases to an ASCII capital, to whitespace (unless it is whitespace), or to a
+    character of a line break, and no other character matches a line break's letters."""
+    rule = set(string.ascii_uppercase + "<>/brBR")
+    for code in range(0x80, 0x110000):
+        c = chr(code)
+        lowered = c.lower()
+        assert not rule & set(lowered), hex(code)
+        assert c.isspace() or not any(x.isspace() for x in lowered), hex(code)
+        assert not re.fullmatch("[br]", c, re.IGNORECASE), hex(code)
 
 
 def test_vocabulary_ranks_by_count_then_code_point():

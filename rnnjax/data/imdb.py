@@ -1,10 +1,10 @@
 """IMDB movie reviews from tensorflow-datasets, TF-free, as ``keras.datasets.imdb.load_data``.
 
 The data is the TFDS dataset ``imdb_reviews/plain_text:1.0.0`` (Maas et al., 2011): 25,000 train
-and 25,000 test reviews, labels neg=0 / pos=1, read with ``tfds.data_source`` from array_record
-files. When it is not prepared, ``ImdbReviews`` prepares it without TensorFlow from
-``aclImdb_v1.tar.gz`` (in the manual dir, or downloaded), in the same format and record order as
-the stock TFDS builder.
+and 25,000 test reviews, labels neg=0 / pos=1, read from its array_record files
+(``rnnjax.data.sources.read_split``). When it is not prepared, ``ImdbReviews`` prepares it
+without TensorFlow from ``aclImdb_v1.tar.gz`` (in the manual dir, or downloaded), in the same
+format and record order as the stock TFDS builder.
 
 ``load`` then follows Keras 3 ``imdb.load_data`` step by step, with a vocabulary built from the
 25,000 training reviews (see ``rnnjax.data.text``) in place of Keras' precomputed ``imdb.npz``:
@@ -139,12 +139,17 @@ def load_data(**kwargs: Any) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.nd
 
 def _tokenize(data_dir: Path) -> cache.Arrays:
     """Both splits tokenized into one corpus (train rows first), with their labels."""
-    train = sources.read_split(TFDS_NAME, "train", data_dir)
-    test = sources.read_split(TFDS_NAME, "test", data_dir)
+    texts, labels = [], []
+    for split in ("train", "test"):
+        for record in sources.read_split(ImdbReviews, split, data_dir):
+            texts.append(record["text"].bytes_list.value[0])
+            labels.append(record["label"].int64_list.value[0])
+        if split == "train":
+            num_train = len(texts)
     return {
-        **tokenize_corpus(record["text"] for record in train + test).to_arrays(),
-        "labels": np.array([record["label"] for record in train + test], np.int32),
-        "num_train": np.array(len(train)),
+        **tokenize_corpus(texts).to_arrays(),
+        "labels": np.array(labels, np.int32),
+        "num_train": np.array(num_train),
     }
 
 

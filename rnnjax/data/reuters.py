@@ -217,12 +217,22 @@ def load_data(**kwargs: Any) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.nd
 def _tokenize(data_dir: Path) -> cache.Arrays:
     """Documents with at least one topic, in newid order: tokens and first topics (as indices into
     the topic names, numbered in order of first appearance)."""
-    records = sources.read_split(TFDS_NAME, "train", data_dir)
-    records = sorted((r for r in records if len(r["topics"])), key=lambda r: r["newid"])
+    records = sorted(
+        (
+            (
+                r["newid"].int64_list.value[0],
+                r["topics"].bytes_list.value[0],
+                r["title"].bytes_list.value[0] + b"\n" + r["body"].bytes_list.value[0],
+            )
+            for r in sources.read_split(Reuters21578, "train", data_dir)
+            if r["topics"].bytes_list.value
+        ),
+        key=lambda record: record[0],
+    )
     topic_ids: dict[bytes, int] = {}
-    first_topics = [topic_ids.setdefault(r["topics"][0], len(topic_ids)) for r in records]
+    first_topics = [topic_ids.setdefault(topic, len(topic_ids)) for _, topic, _ in records]
     return {
-        **tokenize_corpus(r["title"] + b"\n" + r["body"] for r in records).to_arrays(),
+        **tokenize_corpus(text for _, _, text in records).to_arrays(),
         "first_topics": np.array(first_topics, np.int32),
         "topic_names": cache.strings_to_array([t.decode() for t in topic_ids]),
     }

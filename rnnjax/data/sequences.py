@@ -44,12 +44,14 @@ class Ragged:
     def take(self, rows: np.ndarray) -> Ragged:
         """The given rows, in the given order (a row may repeat)."""
         rows = np.asarray(rows, np.int64)
-        lengths = self.lengths[rows]
-        starts = self.offsets[:-1][rows]
-        out_starts = np.cumsum(lengths) - lengths
-        # Output position j of row r reads values[starts[r] + j - out_starts[r]].
-        index = np.arange(lengths.sum()) + np.repeat(starts - out_starts, lengths)
-        return Ragged(self.values[index], lengths)
+        starts, lengths = self.offsets[:-1][rows], self.lengths[rows]
+        # One slice per row: an index per value would take several times the values' memory,
+        # which costs more to page in than the copy does (rows are documents, not single values).
+        parts = [
+            self.values[start : start + length]
+            for start, length in zip(starts.tolist(), lengths.tolist(), strict=True)
+        ]
+        return Ragged(np.concatenate(parts) if parts else self.values[:0], lengths)
 
     def to_arrays(self) -> np.ndarray:
         """object ``[N]`` of 1-D views into ``values``, laid out as Keras' ``load_data`` outputs."""

@@ -26,13 +26,12 @@ absent from the vocabulary, and the word of rank r has id ``r + index_from`` (3)
 
 from __future__ import annotations
 
-import array
-import collections
 import dataclasses
 import functools
 import itertools
 import re
-from collections.abc import Iterable, Sequence
+import string
+from collections.abc import Callable, Iterable, Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -90,15 +89,195 @@ class Corpus(NamedTuple):
 
 
 def tokenize_corpus(texts: Iterable[str | bytes]) -> Corpus:
-    """Tokenizes documents one by one, numbering distinct tokens as they first appear."""
-    word_ids = collections.defaultdict(itertools.count().__next__)
-    number = word_ids.__getitem__
-    values, lengths = array.array("i"), array.array("q")
-    for text in texts:
-        tokens = tokenize(text)
-        lengths.append(len(tokens))
-        values.extend(map(number, tokens))
-    return Corpus(Ragged(np.array(values, np.int32), np.array(lengths, np.int64)), tuple(word_ids))
+    """Tokenizes documents by the module's rule, numbering distinct tokens as they first appear.
+
+    Equal to ``tokenize`` on every document, done for the whole corpus at once without a Python
+    object per token: each document becomes bytes whose runs of non-space bytes are its tokens
+    (``_folded``), and the runs of all documents, joined, are found and numbered with numpy
+    (``_token_spans``, ``_number_tokens``).
+    """
+    documents = [_folded(text) for text in texts]
+    sizes = np.fromiter(map(len, documents), np.int64, len(documents))
+    # A space before every document and eight after the last: every token follows a space, and
+    # eight bytes can be read from the start of any token.
+    joined = b" ".join([b"", *documents, b" " * 7])
+    del documents  # the corpus' size once more, for the rest of the function
+    starts, lengths = _token_spans(joined)
+    token_ids, first = _number_tokens(joined, starts, lengths)
+    document_starts = (np.cumsum(sizes + 1) - sizes).astype(starts.dtype)
+    tokens_before = np.searchsorted(starts, document_starts)
+    return Corpus(
+        Ragged(token_ids, np.diff(tokens_before, append=len(starts))),
+        tuple(
+            joined[start : start + length].decode()
+            for start, length in zip(starts[first].tolist(), lengths[first].tolist())
+        ),
+    )
+
+
+# What ``\s`` matches in a str pattern (and ``str.split`` splits on) among ASCII characters; a
+# bytes pattern's ``\s`` would leave out \x1c-\x1f.
+_ASCII_SPACES = "".join(c for c in map(chr, range(128)) if c.isspace())
+_ASCII_LINE_BREAK = re.compile(
+    rb"<br[" + re.escape(_ASCII_SPACES.encode()) + rb"]*/?>", re.IGNORECASE
+)
+# Lower-cases ASCII letters and turns the filters and ASCII whitespace into spaces; bytes of
+# multi-byte UTF-8 characters (>= 0x80) stay as they are.
+_SEPARATORS = "".join(sorted(set(KERAS_FILTERS + _ASCII_SPACES)))
+_ASCII_FOLD = bytes.maketrans(
+    (string.ascii_uppercase + _SEPARATORS).encode(),
+    (string.ascii_lowercase + " " * len(_SEPARATORS)).encode(),
+)
+
+
+def _folded(text: str | bytes) -> bytes:
+    """UTF-8 bytes whose runs of non-space bytes are ``tokenize(text)``.
+
+    An ASCII text takes the rule in bytes, where ASCII case and whitespace are all there is. Any
+    other text takes it in str up to lower-casing, and its non-ASCII whitespace becomes spaces;
+    no character lower-cases to an ASCII capital, to whitespace or to a letter of a line break
+    (``tests/test_text.py`` checks every code point), so ``_ASCII_FOLD`` then only turns the
+    filters and ASCII whitespace into spaces.
+    """
+    if text.isascii():
+        text = _ASCII_LINE_BREAK.sub(b" ", text if isinstance(text, bytes) else text.encode())
+    else:
+        if isinstance(text, bytes):
+            text = text.decode("utf-8")
+        text = _NON_ASCII_SPACE.sub(" ", LINE_BREAK.sub(" ", text).lower()).encode()
+    return text.translate(_ASCII_FOLD)
+
+
+# The characters beyond ASCII that ``str.isspace`` (so ``str.split``) counts as whitespace; a
+# class of them is faster than ``[^\S\x00-\x7f]`` (``tests/test_text.py`` checks them).
+_NON_ASCII_SPACE = re.compile("[\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]")
+
+
+# Tokens (or bytes) per block of the vectorised steps below. Their temporaries stay small and are
+# reused; arrays the size of the corpus are allocated only for results, because fresh memory
+# costs more in page faults than these steps cost in arithmetic.
+_BLOCK = 1 << 20
+
+
+def _token_spans(joined: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """``[N]`` starts and lengths of the runs of non-space bytes of ``joined``, which starts and
+    ends with a space; int32 below 2 GiB, else int64. Two passes: count, then fill."""
+    blocks = _blocks(len(joined) - 1)
+
+    def space(block: slice) -> np.ndarray:  # bool [block + 1]: which bytes are spaces
+        return np.frombuffer(joined, np.uint8, block.stop - block.start + 1, block.start) == 32
+
+    count = sum(np.count_nonzero(s[:-1] & ~s[1:]) for s in map(space, blocks))
+    dtype = np.int32 if len(joined) < 2**31 else np.int64
+    starts, ends = np.empty(count, dtype), np.empty(count, dtype)
+    filled_starts = filled_ends = 0
+    for block in blocks:
+        s = space(block)
+        found = np.flatnonzero(s[:-1] & ~s[1:]) + (block.start + 1)
+        starts[filled_starts : filled_starts + len(found)] = found
+        filled_starts += len(found)
+        found = np.flatnonzero(~s[:-1] & s[1:]) + (block.start + 1)
+        ends[filled_ends : filled_ends + len(found)] = found
+        filled_ends += len(found)
+    return starts, np.subtract(ends, starts, out=ends)
+
+
+# [n]: the low n bytes of a little-endian uint64; spaces in the other 8 - n.
+_MASKS = np.array([(1 << (8 * n)) - 1 for n in range(8)] + [2**64 - 1], np.uint64)
+_PADDING = np.uint64(int.from_bytes(b" " * 8, "little")) & ~_MASKS
+
+
+def _number_tokens(
+    joined: bytes, starts: np.ndarray, lengths: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Numbers the tokens ``joined[starts[i] : starts[i] + lengths[i]]`` (no spaces in them;
+    ``joined`` goes on for 8 bytes after the last).
+
+    Returns:
+      int32 ``[N]``: each token's id, equal tokens equal ids, ids ``[0, W)`` in order of first
+      appearance; int64 ``[W]``: the index of each id's first token.
+    """
+    if not len(starts):
+        return np.zeros(0, np.int32), np.zeros(0, np.int64)
+    # Bytes 8k..8k+7 of a token as one integer, padded with spaces: no token holds a space, so
+    # equal integers mean equal bytes. Tokens longer than 8k bytes then refine their id with
+    # their next 8 bytes, as a (previous id, next 8 bytes) pair given a fresh id.
+    eight = np.ndarray((len(joined) - 7,), "<u8", joined, strides=(1,))
+
+    def chunk(rows: slice | np.ndarray, skip: int) -> np.ndarray:
+        size = np.minimum(lengths[rows] - skip, 8)
+        keys = eight[starts[rows] + skip]
+        keys &= _MASKS[size]
+        keys |= _PADDING[size]
+        return keys
+
+    # The first chunks of all tokens are computed twice, block by block, rather than stored.
+    blocks = _blocks(len(starts))
+    firsts = np.concatenate([_sorted_distinct(chunk(block, 0)) for block in blocks])
+    rank = _ranker(_sorted_distinct(firsts))
+    ids = np.empty(len(starts), np.int32)
+    for block in blocks:
+        ids[block] = rank(chunk(block, 0))
+    skip, longer = 8, np.flatnonzero(lengths > 8)
+    while longer.size:
+        pairs = _dense(ids[longer].astype(np.uint64)).astype(np.uint64) << np.uint64(32)
+        pairs |= _dense(chunk(longer, skip)).astype(np.uint64)
+        ids[longer] = ids.max() + 1 + _dense(pairs)
+        skip += 8
+        longer = longer[lengths[longer] > skip]
+    first = np.full(ids.max() + 1, len(ids), np.int64)
+    for block in blocks:
+        np.minimum.at(first, ids[block], np.arange(block.start, block.stop))
+    first = np.sort(first[first < len(ids)])
+    number = np.empty(ids.max() + 1, np.int32)
+    number[ids[first]] = np.arange(len(first), dtype=np.int32)
+    for block in blocks:
+        ids[block] = number[ids[block]]
+    return ids, first
+
+
+def _dense(keys: np.ndarray) -> np.ndarray:
+    """int32 ``[N]``: the rank of each key among the distinct ``keys`` (uint64 ``[N]``), as
+    ``np.unique(keys, return_inverse=True)`` numbers them."""
+    return _ranker(_sorted_distinct(keys))(keys)
+
+
+_FIBONACCI = np.uint64(0x9E3779B97F4A7C15)  # 2**64 / golden ratio, for multiplicative hashing
+
+
+def _ranker(distinct: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """``keys -> int32 ranks`` of the keys among ``distinct`` (sorted uint64, holding them all).
+
+    ``np.searchsorted`` alone, a binary search per key, is slow on millions of keys: a hash table
+    of ``distinct`` guesses each key's rank, a comparison checks every guess, and only the keys
+    whose slot another key took are searched.
+    """
+    bits = min(len(distinct).bit_length() + 5, 23)  # 32-64 slots a key, at most 32 MB
+    shift = np.uint64(64 - bits)
+    table = np.zeros(1 << bits, np.int32)
+    table[(distinct * _FIBONACCI) >> shift] = np.arange(len(distinct), dtype=np.int32)
+
+    def rank(keys: np.ndarray) -> np.ndarray:
+        guess = table[(keys * _FIBONACCI) >> shift]
+        wrong = np.flatnonzero(distinct[guess] != keys)
+        guess[wrong] = np.searchsorted(distinct, keys[wrong])
+        return guess
+
+    return rank
+
+
+def _sorted_distinct(values: np.ndarray) -> np.ndarray:
+    """``np.unique(values)``, by ``np.sort`` (whose SIMD sort NumPy's unique does not use)."""
+    values = np.sort(values)
+    keep = np.empty(len(values), bool)
+    keep[:1] = True
+    np.not_equal(values[1:], values[:-1], out=keep[1:])
+    return values[keep]
+
+
+def _blocks(n: int) -> list[slice]:
+    """``[0, n)`` in slices of ``_BLOCK``."""
+    return [slice(low, min(low + _BLOCK, n)) for low in range(0, n, _BLOCK)]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,10 +296,12 @@ class Vocabulary:
     def from_corpus(cls, corpus: Corpus, rows: np.ndarray | None = None) -> Vocabulary:
         """Ranks the words of ``corpus`` (of the documents ``rows`` only, when given)."""
         tokens = corpus.tokens if rows is None else corpus.tokens.take(rows)
-        counts = np.bincount(tokens.values, minlength=len(corpus.words)).tolist()
-        seen = [i for i, count in enumerate(counts) if count]
-        seen.sort(key=lambda i: (-counts[i], corpus.words[i]))
-        return cls(tuple(corpus.words[i] for i in seen), tuple(counts[i] for i in seen))
+        counts = np.bincount(tokens.values, minlength=len(corpus.words))
+        # By word, then stably by count: (-count, word) order, without a Python key per word.
+        seen = sorted(np.flatnonzero(counts).tolist(), key=corpus.words.__getitem__)
+        by_word = np.array(seen, np.int64)
+        ranked = by_word[np.argsort(-counts[by_word], kind="stable")].tolist()
+        return cls(tuple(map(corpus.words.__getitem__, ranked)), tuple(counts[ranked].tolist()))
 
     def __len__(self) -> int:
         return len(self.words)
