@@ -195,16 +195,24 @@ class RecurrentCell(nn.Module):
         kernel and the bias (None without one), all three in the compute dtype."""
         width = self.gates * self.units
         dtype = self.compute_dtype(x.dtype)
-        kernel = self.param(
-            "kernel", self.kernel_init, (x.shape[-1], width), self.param_dtype
-        ).astype(dtype)
-        self.param(
-            "recurrent_kernel", self.recurrent_kernel_init, (self.units, width), self.param_dtype
-        )
+        kernel = self._param("kernel", self.kernel_init, (x.shape[-1], width)).astype(dtype)
+        self._param("recurrent_kernel", self.recurrent_kernel_init, (self.units, width))
         bias = None
         if self.use_bias:
-            bias = self.param("bias", self._init_bias, bias_shape, self.param_dtype).astype(dtype)
+            bias = self._param("bias", self._init_bias, bias_shape).astype(dtype)
         return x.astype(dtype), kernel, bias
+
+    def _param(self, name: str, init: Initializer, shape: tuple[int, ...]) -> Array:
+        """A parameter in ``param_dtype``, drawn in at least float32 and then rounded: the
+        orthogonal initializer's QR has no bfloat16 or float16 version."""
+        with jax.numpy_dtype_promotion("standard"):
+            draw = jnp.promote_types(self.param_dtype, jnp.float32)
+        return self.param(
+            name,
+            lambda key, shape, dtype: init(key, shape, draw).astype(dtype),
+            shape,
+            self.param_dtype,
+        )
 
     def _init_bias(self, key: Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> Array:
         return self.bias_init(key, shape, dtype)
