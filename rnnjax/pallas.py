@@ -12,10 +12,12 @@ masked steps (Keras' ``mask_zero``), in the kernel, as the scan does.
 
 Layout inside the kernels: time-major and gate-major, ``xw [T, G, B, U]``, the recurrent kernel
 as ``[G, U, U]`` (one square matrix per gate), states ``[B, U]``, the mask ``[T, B, 1]``
-float32. Every block the kernels load or store is then ``[rows, U]``: the Triton lowering needs
-power-of-two sizes, which ``[rows, G*U]`` rows are not for a GRU (3U). The grid runs over blocks
-of ``rows`` batch rows (``BLOCK_ROWS``, or the whole batch when it does not divide); under
-``vmap`` (K models at once) Pallas adds the models as one more grid axis, one kernel call for all.
+float32. Every block the kernels load or store is then ``[rows, U]``, and both are padded to
+powers of two (zeros: a padded unit stays exactly 0 and feeds nothing, a padded row is masked
+throughout), because the Triton lowering needs power-of-two sizes; ``[rows, G*U]`` would not be
+one for a GRU (3U). The grid runs over blocks of ``rows = min(BLOCK_ROWS, B rounded up to a
+power of two)`` batch rows; under ``vmap`` (K models at once) Pallas adds the models as one more
+grid axis, one kernel call for all.
 
 Where it runs: a GPU backend through Triton, a TPU backend through Mosaic, and on CPU in Pallas'
 interpreter (``interpret=True``: slow, for tests). Neither accelerator lowering has been run yet
@@ -54,13 +56,9 @@ def kind_of(cell: RecurrentCell) -> str | None:
     return None
 
 
-def _power_of_two(n: int) -> bool:
-    return n > 0 and n & (n - 1) == 0
-
-
-def block_rows(batch: int) -> int:
-    """Batch rows per kernel instance: ``BLOCK_ROWS`` where it divides the batch, else all."""
-    return BLOCK_ROWS if batch % BLOCK_ROWS == 0 else batch
+def _power_of_two_above(n: int) -> int:
+    """The smallest power of two >= n."""
+    return 1 << max(n - 1, 0).bit_length()
 
 
 def unsupported(cell: RecurrentCell, inputs: Array) -> str | None:
@@ -68,8 +66,7 @@ def unsupported(cell: RecurrentCell, inputs: Array) -> str | None:
 
     They compute ``LSTMCell`` and ``GRUCell(reset_after=True)`` with Keras' default activations
     in float32, with padding masks, ``go_backwards``, initial states and input dropout; not
-    recurrent dropout. On a GPU (Triton) the units and the batch rows per block must be powers
-    of two.
+    recurrent dropout.
     """
     if kind_of(cell) is None:
         name = type(cell).__name__
@@ -83,13 +80,6 @@ def unsupported(cell: RecurrentCell, inputs: Array) -> str | None:
     dtype = cell.compute_dtype(inputs.dtype)
     if dtype != jnp.float32:
         return f"the Pallas kernels are float32 only, this layer computes in {dtype}"
-    if jax.default_backend() == "gpu":
-        rows = block_rows(inputs.shape[0])
-        if not (_power_of_two(cell.units) and _power_of_two(rows)):
-            return (
-                f"Pallas' Triton lowering needs power-of-two sizes: units {cell.units}, "
-                f"{rows} batch rows per block"
-            )
     return None
 
 
@@ -267,18 +257,12 @@ def _pallas(kernel, inputs, outputs, rows: int):
     return call(*(a for a, _ in inputs))
 
 
-def _per_gate(kernel: Array, gates: int) -> Array:
-    """Keras' ``[U, G*U]`` recurrent kernel as ``[G, U, U]``."""
-    units = kernel.shape[0]
-    return kernel.reshape(units, gates, units).transpose(1, 0, 2)
-
-
 def _forward(kind: str, xw, kernel, bias, states, mask, rows):
     """Time-major forward: ``(hs [T, B, U], final c or None), residuals``."""
     time, gates, batch, units = xw.shape
     state = jax.ShapeDtypeStruct((time, batch, units), jnp.float32)
     gate_values = jax.ShapeDtypeStruct(xw.shape, jnp.float32)
-    recurrent = (_per_gate(kernel, gates), _WEIGHTS)
+    recurrent = (kernel, _WEIGHTS)
     if kind == "lstm":
         hs, cs, activated = _pallas(
             _lstm_forward_kernel,
@@ -290,7 +274,7 @@ def _forward(kind: str, xw, kernel, bias, states, mask, rows):
         return (hs, cs[-1]), (cs, activated)
     hs, activated, hh = _pallas(
         _gru_forward_kernel,
-        [(xw, _TIME_GATES_ROWS), recurrent, (bias.reshape(gates, 1, units), _WEIGHTS)]
+        [(xw, _TIME_GATES_ROWS), recurrent, (bias, _WEIGHTS)]
         + [(states[0], _ROWS), (mask, _TIME_ROWS)],
         [(state, _TIME_ROWS), (gate_values, _TIME_GATES_ROWS), (state, _TIME_ROWS)],
         rows,
@@ -300,6 +284,9 @@ def _forward(kind: str, xw, kernel, bias, states, mask, rows):
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 6))
 def _recurrence(kind, xw, kernel, bias, states, mask, rows):
+    """The kernels as one differentiable function of the kernel layout: ``xw [T, G, B, U]``,
+    ``kernel [G, U, U]``, ``bias [G, 1, U]`` or None, ``states`` each ``[B, U]``, ``mask
+    [T, B, 1]``; sizes already padded."""
     return _forward(kind, xw, kernel, bias, states, mask, rows)[0]
 
 
@@ -315,7 +302,7 @@ def _recurrence_bwd(kind, rows, saved, cotangents):
     gates = KINDS[kind]
     gate_grads = jax.ShapeDtypeStruct((time, gates, batch, units), jnp.float32)
     state = jax.ShapeDtypeStruct((batch, units), jnp.float32)
-    transposed = (_per_gate(kernel, gates).transpose(0, 2, 1), _WEIGHTS)
+    transposed = (kernel.transpose(0, 2, 1), _WEIGHTS)
     if kind == "lstm":
         cs, activated = residuals
         dz, dh0, dc0 = _pallas(
@@ -336,10 +323,10 @@ def _recurrence_bwd(kind, rows, saved, cotangents):
             rows,
         )
         d_states = (dh0,)
-        d_bias = d_recurrent.sum(axis=(0, 2)).reshape(gates * units)
+        d_bias = d_recurrent.sum(axis=(0, 2))[:, None]
     # dR_g = sum over steps and rows of h_{t-1}^T d_g, one einsum in XLA.
     previous = jnp.concatenate([states[0][None], hs[:-1]], axis=0)
-    d_kernel = jnp.einsum("tbu,tgbv->ugv", previous, d_recurrent).reshape(units, gates * units)
+    d_kernel = jnp.einsum("tbu,tgbv->guv", previous, d_recurrent)
     return dxw, d_kernel, d_bias, d_states, None
 
 
@@ -354,7 +341,6 @@ def recurrence(
     *,
     recurrent_bias: Array | None = None,
     mask: Array | None = None,
-    rows: int | None = None,
 ) -> tuple[Array, tuple[Array, ...]]:
     """Runs the Keras recurrence ``kind`` over a sequence in the Pallas kernels.
 
@@ -366,7 +352,6 @@ def recurrence(
       initial_states: ``(h0, c0)`` for LSTM, ``(h0,)`` for GRU, each ``[B, U]``.
       recurrent_bias: ``[3U]`` for ``"gru"`` (Keras' ``bias[1]``), else None.
       mask: optional ``[B, T]`` booleans, False at padding: the states are carried through.
-      rows: batch rows per kernel instance (default ``block_rows(B)``); must divide B.
 
     Returns:
       ``(hs [B, T, U], final states after h)``: the final ``h`` is ``hs[:, -1]``; LSTM adds the
@@ -381,15 +366,25 @@ def recurrence(
     states = tuple(initial_states)
     if time == 0:  # nothing to run: the states stay as they are
         return jnp.zeros((batch, 0, units), xw.dtype), states[1:]
-    rows = block_rows(batch) if rows is None else rows
-    if batch % rows:
-        raise ValueError(f"rows ({rows}) must divide the batch ({batch})")
     gates = KINDS[kind]
+    rows = min(BLOCK_ROWS, _power_of_two_above(batch))
+    extra_rows = -batch % rows
+    extra_units = _power_of_two_above(units) - units
+    # Into the kernels' layout, zero-padded; the padding's gradients are dropped by the slices.
     xw = xw.reshape(batch, time, gates, units).transpose(1, 2, 0, 3)  # [T, G, B, U]
+    xw = jnp.pad(xw, ((0, 0), (0, 0), (0, extra_rows), (0, extra_units)))
+    kernel = recurrent_kernel.reshape(units, gates, units).transpose(1, 0, 2)  # [G, U, U]
+    kernel = jnp.pad(kernel, ((0, 0), (0, extra_units), (0, extra_units)))
+    bias = None
+    if recurrent_bias is not None:
+        bias = jnp.pad(recurrent_bias.reshape(gates, 1, units), ((0, 0), (0, 0), (0, extra_units)))
+    padded_states = tuple(jnp.pad(s, ((0, extra_rows), (0, extra_units))) for s in states)
     keep = jnp.ones((batch, time), bool) if mask is None else mask.astype(bool)
+    keep = jnp.pad(keep, ((0, extra_rows), (0, 0)))  # padded rows: masked throughout
     keep = jnp.swapaxes(keep, 0, 1)[..., None].astype(jnp.float32)  # [T, B, 1]
-    hs, c_last = _recurrence(kind, xw, recurrent_kernel, recurrent_bias, states, keep, rows)
-    return jnp.swapaxes(hs, 0, 1), () if c_last is None else (c_last,)
+    hs, c_last = _recurrence(kind, xw, kernel, bias, padded_states, keep, rows)
+    hs = jnp.swapaxes(hs[:, :batch, :units], 0, 1)
+    return hs, () if c_last is None else (c_last[:batch, :units],)
 
 
 def run(

@@ -160,30 +160,18 @@ def _run_layer(
     return list(outputs) if isinstance(outputs, tuple) else [outputs]
 
 
-# The cells each path computes, beyond Keras' default activations (every path needs those).
-PATH_CELLS = {
-    "fused": {"lstm", "gru", "gru_reset_before", "simple_rnn"},
-    "cudnn": {"lstm"},
-    "pallas": {"lstm", "gru"},
-}
 PATH_MODULES = {"fused": fused, "cudnn": cudnn, "pallas": pallas}
 
 
 def _cannot_run(case: dict, implementation: str) -> str | None:
-    """Why ``implementation`` cannot run every layer of a case, or None."""
+    """Why ``implementation`` cannot run every layer of a case (its own words), or None."""
+    module = PATH_MODULES[implementation]
     layers = case["config"]["layers"] if case["model"] == "classifier" else [case["layer"]]
+    inputs = jnp.zeros((case["batch"], case["time"], 1), jnp.float32)
     for layer in layers:
-        if (layer["activation"], layer.get("recurrent_activation", "sigmoid")) != (
-            "tanh",
-            "sigmoid",
-        ):
-            return f"{implementation} implements tanh/sigmoid only, not {layer}"
-        kind = layer["kind"]
-        if kind == "gru" and not layer["reset_after"]:
-            kind = "gru_reset_before"
-        if kind not in PATH_CELLS[implementation]:
-            return f"{implementation} has no {kind} layer"
-    return PATH_MODULES[implementation].unavailable_reason()
+        if reason := module.unsupported(LayerSpec(**layer).make_cell(), inputs):
+            return reason
+    return module.unavailable_reason()
 
 
 @pytest.mark.slow
