@@ -103,14 +103,15 @@ backend=$(last_line "$out/device.log" | cut -d' ' -f1)
 case "$backend" in gpu | tpu | cpu) ;; *) backend=cpu ;; esac
 
 if [ "$quick" = 1 ]; then
-  phase tests 180 "$python" -m pytest -q -p no:cacheprovider -m gpu \
+  phase tests 180 "$python" -m pytest -q -p no:cacheprovider -o junit_family=xunit1 -m gpu \
     --junitxml="$out/tests.xml" tests/test_cudnn.py tests/test_pallas.py || failed=1
 else
   # Four pytest processes share the device (a fifth of its memory each); the scan's matmuls
   # in full float32, as the Keras parity bound needs.
   JAX_DEFAULT_MATMUL_PRECISION=float32 XLA_PYTHON_CLIENT_MEM_FRACTION=0.2 \
     RNNJAX_KERAS_PYTHON="$python" \
-    phase tests 180 "$python" -m pytest -q -p no:cacheprovider -n 4 -k "not auto" \
+    phase tests 180 "$python" -m pytest -q -p no:cacheprovider -o junit_family=xunit1 -n 4 \
+    -k "not auto" \
     --junitxml="$out/tests.xml" tests/test_cudnn.py tests/test_pallas.py \
     tests/test_mixed_precision.py tests/test_keras_parity.py || failed=1
   wait "$torch_pid"
