@@ -26,6 +26,7 @@ Shape letters: B batch, T time, D input features, U units, L layers.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import jax
@@ -70,7 +71,7 @@ def from_cudnn(
 
     def take(*shape: int) -> Array:
         nonlocal offset
-        size = int(jnp.prod(jnp.array(shape)))
+        size = math.prod(shape)
         piece = weights[offset : offset + size].reshape(shape)
         offset += size
         return piece
