@@ -160,17 +160,24 @@ class WorkerError(RuntimeError):
     pass
 
 
-def call_worker(framework: Framework, python: str, argument: str) -> dict:
-    """Runs one worker process to its end; its last stdout line is the JSON answer."""
+def call_worker(
+    framework: Framework, python: str, argument: str, timeout: float | None = None
+) -> dict:
+    """Runs one worker process to its end (or ``timeout`` seconds); its last stdout line is the
+    JSON answer."""
     env = os.environ | framework.env
     if "PYTHONPATH" in framework.env and os.environ.get("PYTHONPATH"):
         env["PYTHONPATH"] = framework.env["PYTHONPATH"] + os.pathsep + os.environ["PYTHONPATH"]
-    done = subprocess.run(
-        [python, os.path.join(HERE, "workers", framework.worker), argument],
-        env=env,
-        capture_output=True,
-        text=True,
-    )
+    try:
+        done = subprocess.run(
+            [python, os.path.join(HERE, "workers", framework.worker), argument],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+    except subprocess.TimeoutExpired:
+        raise WorkerError(f"stopped after {timeout:.0f} s (time budget)") from None
     lines = done.stdout.strip().splitlines()
     if done.returncode != 0 or not lines:
         errors = done.stderr.strip().splitlines() or [f"exit status {done.returncode}"]

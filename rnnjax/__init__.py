@@ -9,10 +9,12 @@ pure ``train_step``) -> ``objective``, ``losses``, ``metrics`` (what is minimise
 """
 
 from rnnjax import callbacks as callbacks
+from rnnjax import cudnn as cudnn
 from rnnjax import data as data
 from rnnjax import fused as fused
 from rnnjax import losses as losses
 from rnnjax import metrics as metrics
+from rnnjax import pallas as pallas
 from rnnjax.batches import batch_indices as batch_indices
 from rnnjax.batches import iterate_batches as iterate_batches
 from rnnjax.batches import seed_key as seed_key

@@ -16,6 +16,13 @@ move the input half out of its time loop:
 ``cell(carry, x_t)`` runs both halves: the Flax cell protocol, so the cells also work inside
 ``flax.linen.RNN``. Carries are tuples in Keras state order: ``(h, c)`` for LSTM, ``(h,)``
 otherwise.
+
+Precision follows Flax's convention: parameters are created in ``param_dtype`` (float32 by
+default) and every product is computed in ``dtype``, the compute dtype; left None it is the
+standard promotion of the inputs' and the parameters' dtypes (float32 for the defaults). With
+``dtype=jnp.bfloat16`` the parameters stay float32 and are cast to bfloat16 where they are used,
+so gradients and optimizer updates stay float32 (mixed precision); carries and outputs are in the
+compute dtype.
 """
 
 from __future__ import annotations
@@ -100,7 +107,11 @@ def apply_kernel(x: Array, kernel: Array, masks: Array | None) -> Array:
 
 
 class RecurrentCell(nn.Module):
-    """Shared fields and dropout-mask logic of the Keras cells. Not used directly."""
+    """Shared fields and dropout-mask logic of the Keras cells. Not used directly.
+
+    ``dtype`` is the compute dtype (None: promoted from the inputs and parameters) and
+    ``param_dtype`` the parameters' dtype, as in Flax's layers.
+    """
 
     units: int
     activation: str | Callable[[Array], Array] = "tanh"
@@ -110,6 +121,8 @@ class RecurrentCell(nn.Module):
     kernel_init: Initializer = nn.initializers.glorot_uniform()
     recurrent_kernel_init: Initializer = nn.initializers.orthogonal()
     bias_init: Initializer = nn.initializers.zeros_init()
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
 
     gates: ClassVar[int] = 1
     # Keras forces per-gate dropout masks (implementation=1) when recurrent_dropout > 0.
@@ -128,15 +141,25 @@ class RecurrentCell(nn.Module):
     def num_states(self) -> int:
         return 1
 
+    def compute_dtype(self, input_dtype: Any) -> jnp.dtype:
+        """The dtype this cell computes in for inputs of ``input_dtype``: ``dtype`` if set, else
+        the standard promotion of ``input_dtype`` and ``param_dtype`` (Flax's rule; explicit so
+        that it holds under ``jax_numpy_dtype_promotion='strict'`` too)."""
+        if self.dtype is not None:
+            return jnp.dtype(self.dtype)
+        with jax.numpy_dtype_promotion("standard"):
+            return jnp.promote_types(input_dtype, self.param_dtype)
+
     def zero_carry(self, batch_size: int, dtype: Any = jnp.float32) -> Carry:
         """The Keras initial state: zeros, ``num_states`` arrays of ``[B, U]``."""
         return tuple(jnp.zeros((batch_size, self.units), dtype) for _ in range(self.num_states))
 
     @nn.nowrap
     def initialize_carry(self, rng: Array, input_shape: tuple[int, ...]) -> Carry:
-        """Flax cell protocol: the zero carry for inputs of shape ``[B, D]``."""
+        """Flax cell protocol: the zero carry for inputs of shape ``[B, D]`` (in ``dtype``, else
+        ``param_dtype``: the input dtype is not known here)."""
         del rng
-        return self.zero_carry(input_shape[0])
+        return self.zero_carry(input_shape[0], self.compute_dtype(self.param_dtype))
 
     @property
     def num_feature_axes(self) -> int:
@@ -166,19 +189,36 @@ class RecurrentCell(nn.Module):
         return input_masks, recurrent_masks
 
     def _create_params(
-        self, input_dim: int, bias_shape: tuple[int, ...]
-    ) -> tuple[Array, Array | None]:
+        self, x: Array, bias_shape: tuple[int, ...]
+    ) -> tuple[Array, Array, Array | None]:
+        """Creates (or reads) the parameters for inputs ``x [B, (T,) D]``; returns ``x``, the
+        kernel and the bias (None without one), all three in the compute dtype."""
         width = self.gates * self.units
-        kernel = self.param("kernel", self.kernel_init, (input_dim, width))
-        self.param("recurrent_kernel", self.recurrent_kernel_init, (self.units, width))
-        bias = self.param("bias", self._init_bias, bias_shape) if self.use_bias else None
-        return kernel, bias
+        dtype = self.compute_dtype(x.dtype)
+        kernel = self._param("kernel", self.kernel_init, (x.shape[-1], width)).astype(dtype)
+        self._param("recurrent_kernel", self.recurrent_kernel_init, (self.units, width))
+        bias = None
+        if self.use_bias:
+            bias = self._param("bias", self._init_bias, bias_shape).astype(dtype)
+        return x.astype(dtype), kernel, bias
+
+    def _param(self, name: str, init: Initializer, shape: tuple[int, ...]) -> Array:
+        """A parameter in ``param_dtype``, drawn in at least float32 and then rounded: the
+        orthogonal initializer's QR has no bfloat16 or float16 version."""
+        with jax.numpy_dtype_promotion("standard"):
+            draw = jnp.promote_types(self.param_dtype, jnp.float32)
+        return self.param(
+            name,
+            lambda key, shape, dtype: init(key, shape, draw).astype(dtype),
+            shape,
+            self.param_dtype,
+        )
 
     def _init_bias(self, key: Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> Array:
         return self.bias_init(key, shape, dtype)
 
-    def _recurrent_kernel(self) -> Array:
-        return self.get_variable("params", "recurrent_kernel")
+    def _recurrent_kernel(self, dtype: Any) -> Array:
+        return self.get_variable("params", "recurrent_kernel").astype(dtype)
 
     def __call__(self, carry: Carry, x_t: Array) -> tuple[Carry, Array]:
         """One full timestep: ``carry, x_t [B, D] -> carry, h_t [B, U]``."""
@@ -211,7 +251,7 @@ class LSTMCell(RecurrentCell):
     @nn.compact
     def project(self, x: Array, input_masks: Array | None = None) -> Array:
         """``[B, (T,) D] -> [B, (T,) 4U]``: ``x @ kernel + bias``."""
-        kernel, bias = self._create_params(x.shape[-1], (self.gates * self.units,))
+        x, kernel, bias = self._create_params(x, (self.gates * self.units,))
         xw = apply_kernel(x, kernel, input_masks)
         return xw if bias is None else xw + bias
 
@@ -219,7 +259,7 @@ class LSTMCell(RecurrentCell):
         self, carry: Carry, xw_t: Array, recurrent_masks: Array | None = None
     ) -> tuple[Carry, Array]:
         h, c = carry
-        z = xw_t + apply_kernel(h, self._recurrent_kernel(), recurrent_masks)
+        z = xw_t + apply_kernel(h, self._recurrent_kernel(xw_t.dtype), recurrent_masks)
         z_i, z_f, z_c, z_o = jnp.split(z, 4, axis=-1)
         gate = get_activation(self.recurrent_activation)
         act = get_activation(self.activation)
@@ -245,7 +285,7 @@ class GRUCell(RecurrentCell):
     def project(self, x: Array, input_masks: Array | None = None) -> Array:
         """``[B, (T,) D] -> [B, (T,) 3U]``: ``x @ kernel + input bias``."""
         bias_shape = (2, 3 * self.units) if self.reset_after else (3 * self.units,)
-        kernel, bias = self._create_params(x.shape[-1], bias_shape)
+        x, kernel, bias = self._create_params(x, bias_shape)
         xw = apply_kernel(x, kernel, input_masks)
         if bias is None:
             return xw
@@ -256,14 +296,14 @@ class GRUCell(RecurrentCell):
     ) -> tuple[Carry, Array]:
         (h,) = carry
         units = self.units
-        recurrent_kernel = self._recurrent_kernel()
+        recurrent_kernel = self._recurrent_kernel(xw_t.dtype)
         gate = get_activation(self.recurrent_activation)
         act = get_activation(self.activation)
         x_z, x_r, x_h = jnp.split(xw_t, 3, axis=-1)
         if self.reset_after:
             hw = apply_kernel(h, recurrent_kernel, recurrent_masks)
             if self.use_bias:
-                hw = hw + self.get_variable("params", "bias")[1]
+                hw = hw + self.get_variable("params", "bias")[1].astype(xw_t.dtype)
             h_z, h_r, h_h = jnp.split(hw, 3, axis=-1)
             z = gate(x_z + h_z)
             r = gate(x_r + h_r)
@@ -291,7 +331,7 @@ class SimpleRNNCell(RecurrentCell):
     @nn.compact
     def project(self, x: Array, input_masks: Array | None = None) -> Array:
         """``[B, (T,) D] -> [B, (T,) U]``: ``x @ kernel + bias``."""
-        kernel, bias = self._create_params(x.shape[-1], (self.units,))
+        x, kernel, bias = self._create_params(x, (self.units,))
         xw = apply_kernel(x, kernel, input_masks)
         return xw if bias is None else xw + bias
 
@@ -299,6 +339,6 @@ class SimpleRNNCell(RecurrentCell):
         self, carry: Carry, xw_t: Array, recurrent_masks: Array | None = None
     ) -> tuple[Carry, Array]:
         (h,) = carry
-        recurrent = apply_kernel(h, self._recurrent_kernel(), recurrent_masks)
+        recurrent = apply_kernel(h, self._recurrent_kernel(xw_t.dtype), recurrent_masks)
         h = get_activation(self.activation)(xw_t + recurrent)
         return (h,), h

@@ -19,7 +19,6 @@ import warnings
 import jax
 
 from rnnjax.experiment import Experiment, run, run_ensemble
-from rnnjax.layers import IMPLEMENTATIONS
 from rnnjax.summary import summary
 from rnnjax.workdir import default_workdir
 
@@ -99,7 +98,8 @@ def build_parser(experiment: Experiment) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--implementation",
-        choices=IMPLEMENTATIONS,
+        # The accelerator paths ('cudnn', 'pallas') stay off the CLI until a device has run them.
+        choices=("auto", "scan", "fused"),
         default="auto",
         help="recurrent time loop: fused CPU kernels where they apply (auto, default), always "
         "the flax scan, or the kernels or an error (fused)",

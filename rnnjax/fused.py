@@ -205,8 +205,9 @@ def unsupported(cell: RecurrentCell, inputs: Array) -> str | None:
         return f"there is no fused kernel for {type(cell).__name__}"
     if cell.activation != "tanh" or getattr(cell, "recurrent_activation", "sigmoid") != "sigmoid":
         return "the kernels implement activation='tanh', recurrent_activation='sigmoid' only"
-    if inputs.dtype != jnp.float32:
-        return f"the kernels are float32 only, inputs are {inputs.dtype}"
+    dtype = cell.compute_dtype(inputs.dtype)
+    if dtype != jnp.float32:
+        return f"the kernels are float32 only, this layer computes in {dtype}"
     return None
 
 
@@ -559,11 +560,12 @@ def run(
     kind = kind_of(cell)
     batch_size = xw.shape[0]
     mask = None if mask is None else mask.astype(bool)  # the kernels read booleans
-    recurrent_kernel = cell.get_variable("params", "recurrent_kernel")
+    # Parameters of another param_dtype are used in the compute dtype, float32, as on the scan.
+    recurrent_kernel = cell.get_variable("params", "recurrent_kernel").astype(xw.dtype)
     recurrent_bias = None
     if kind == "gru":
         recurrent_bias = (
-            cell.get_variable("params", "bias")[1]
+            cell.get_variable("params", "bias")[1].astype(xw.dtype)
             if cell.use_bias
             else jnp.zeros(recurrent_kernel.shape[-1], xw.dtype)
         )

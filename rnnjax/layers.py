@@ -6,15 +6,25 @@ Shape letters: B batch, T time, D input features, U units.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
-from rnnjax import fused
+from rnnjax import cudnn, fused, pallas
 from rnnjax.cells import Array, Carry, RecurrentCell
 
 MERGE_MODES = ("concat", "sum", "mul", "ave", None)
-IMPLEMENTATIONS = ("auto", "scan", "fused")
+# The paths other than the scan, each a module with ``unsupported(cell, inputs)`` (why it cannot
+# compute this layer) and ``unavailable_reason()`` (why it cannot run here at all).
+PATHS = {"fused": fused, "cudnn": cudnn, "pallas": pallas}
+IMPLEMENTATIONS = ("auto", "scan", *PATHS)
+# What 'auto' tries on each JAX backend, in order, before the scan. A path is listed for a kind
+# of device only after a measurement there showed it faster than the scan and within Keras
+# parity (BUILD_NOTES.md, "Accelerators"). Nothing has been measured on a GPU or TPU yet, so
+# 'auto' runs the scan there.
+AUTO_PATHS = {"cpu": ("fused",)}
 
 
 def padding_mask(ids: Array, padding_id: int = 0) -> Array:
@@ -22,14 +32,14 @@ def padding_mask(ids: Array, padding_id: int = 0) -> Array:
     return ids != padding_id
 
 
-def _as_carry(cell: RecurrentCell, initial_state: Array | Sequence[Array]) -> Carry:
+def _as_carry(cell: RecurrentCell, initial_state: Array | Sequence[Array], dtype: Any) -> Carry:
     states = (initial_state,) if hasattr(initial_state, "ndim") else tuple(initial_state)
     if len(states) != cell.num_states:
         raise ValueError(
             f"{type(cell).__name__} has {cell.num_states} state(s) (Keras order "
             f"{'[h, c]' if cell.num_states == 2 else '[h]'}), got {len(states)} initial states"
         )
-    return states
+    return tuple(jnp.asarray(state).astype(dtype) for state in states)
 
 
 class RNN(nn.Module):
@@ -47,12 +57,19 @@ class RNN(nn.Module):
         time loop (True) or inside it, one step at a time (False). Same values either way; which
         is faster depends on the backend and sizes. Scan only.
       implementation: how the time loop runs. 'scan': ``flax.linen.scan`` of the cell, on any
-        backend. 'fused': one C++ kernel per sequence on XLA:CPU (``rnnjax.fused``): the LSTM,
-        GRU and SimpleRNN cells with Keras' default activations (tanh, sigmoid gates) in
-        float32, with everything else the layer does (masks, ``go_backwards``, states, dropout,
-        ``Bidirectional``); an error where it cannot run (other activations or dtypes, other
-        cells, no compiler, not on CPU). 'auto' (default): 'fused' where it can run, else
-        'scan'. Same values either way, to float32 rounding.
+        backend and in any dtype. 'fused': one C++ kernel per sequence on XLA:CPU
+        (``rnnjax.fused``): the LSTM, GRU and SimpleRNN cells with Keras' default activations
+        (tanh, sigmoid gates) in float32, with everything else the layer does (masks,
+        ``go_backwards``, states, dropout, ``Bidirectional``). 'cudnn': cuDNN's LSTM on a GPU
+        (``rnnjax.cudnn``; LSTM cells without recurrent dropout, float32). 'pallas': a Pallas
+        kernel per sequence for LSTM and GRU (``reset_after=True``) cells in float32
+        (``rnnjax.pallas``; on CPU it runs in Pallas' interpreter, for testing). Each of the
+        three raises one error where it cannot run the layer. 'auto' (default): the first path
+        of ``AUTO_PATHS`` for the backend that can run the layer (the fused kernels on CPU, the
+        scan on GPU and TPU until a measurement there says otherwise), else the scan. Same
+        values on every path, to float32 rounding.
+      dtype: the cell's compute dtype, overriding the cell's own when given (None: the cell's).
+      param_dtype: the cell's parameter dtype, overriding the cell's own when given.
     """
 
     cell: RecurrentCell
@@ -62,6 +79,20 @@ class RNN(nn.Module):
     unroll: int | bool = 1
     hoist_input_projection: bool = True
     implementation: str = "auto"
+    dtype: Any = None
+    param_dtype: Any = None
+
+    def __post_init__(self):
+        # A layer's dtypes are its cell's (as in Keras' ``LSTM(units, dtype=...)``). The cell is
+        # replaced before Flax adopts it, detached like ``LayerSpec.make_cell``'s.
+        overrides = {
+            name: value
+            for name in ("dtype", "param_dtype")
+            if (value := getattr(self, name)) is not None
+        }
+        if overrides:
+            object.__setattr__(self, "cell", self.cell.clone(parent=None, **overrides))
+        super().__post_init__()
 
     @nn.compact
     def __call__(
@@ -84,7 +115,7 @@ class RNN(nn.Module):
 
         Returns:
           ``[B, T, U]`` if ``return_sequences`` else ``[B, U]``; with ``return_state`` a tuple
-          ``(output, *final_states)``.
+          ``(output, *final_states)``; in the cell's compute dtype (``cell.compute_dtype``).
         """
         if inputs.ndim != 3:
             raise ValueError(
@@ -94,16 +125,17 @@ class RNN(nn.Module):
         cell = self.cell
         if mask is not None and mask.shape != (batch_size, time_steps):
             raise ValueError(f"mask must have shape {(batch_size, time_steps)}, got {mask.shape}")
+        dtype = cell.compute_dtype(inputs.dtype)
         carry = (
-            cell.zero_carry(batch_size, inputs.dtype)
+            cell.zero_carry(batch_size, dtype)
             if initial_state is None
-            else _as_carry(cell, initial_state)
+            else _as_carry(cell, initial_state, dtype)
         )
 
         input_masks = recurrent_masks = None
         if training and (cell.dropout > 0 or cell.recurrent_dropout > 0):
             input_masks, recurrent_masks = cell.dropout_masks(
-                self.make_rng("dropout"), batch_size, input_dim, inputs.dtype
+                self.make_rng("dropout"), batch_size, input_dim, dtype
             )
             # Inspectable with mutable=["intermediates"]; a no-op otherwise.
             self.sow("intermediates", "dropout_masks", (input_masks, recurrent_masks))
@@ -111,9 +143,13 @@ class RNN(nn.Module):
         if self.go_backwards:
             inputs = jnp.flip(inputs, axis=1)
             mask = None if mask is None else jnp.flip(mask, axis=1)
-        if self._runs_fused(inputs):
-            xw = cell.project(inputs, input_masks)
-            carry, outputs = fused.run(cell, xw, carry, mask, recurrent_masks)
+        path = self._path(inputs)
+        if path != "scan":
+            if path == "cudnn":  # cuDNN multiplies the inputs by the kernel itself
+                carry, outputs = cudnn.run(cell, inputs, carry, mask, input_masks)
+            else:
+                xw = cell.project(inputs, input_masks)
+                carry, outputs = PATHS[path].run(cell, xw, carry, mask, recurrent_masks)
             output = outputs if self.return_sequences else carry[0]
             return (output, *carry) if self.return_state else output
         if self.hoist_input_projection:
@@ -147,19 +183,31 @@ class RNN(nn.Module):
         output = outputs if self.return_sequences else carry[0]
         return (output, *carry) if self.return_state else output
 
-    def _runs_fused(self, inputs: Array) -> bool:
-        if self.implementation not in IMPLEMENTATIONS:
+    def _path(self, inputs: Array) -> str:
+        """The path that runs this layer: 'scan' or a key of ``PATHS``."""
+        implementation = self.implementation
+        if implementation not in IMPLEMENTATIONS:
             raise ValueError(
-                f"implementation must be one of {IMPLEMENTATIONS}, got {self.implementation!r}"
+                f"implementation must be one of {IMPLEMENTATIONS}, got {implementation!r}"
             )
-        if self.implementation == "scan":
-            return False
-        # Check the layer first: a layer the kernels cannot run never triggers their build.
-        reason = fused.unsupported(self.cell, inputs)
-        reason = reason or fused.unavailable_reason()
-        if reason is not None and self.implementation == "fused":
-            raise ValueError(f"implementation='fused' cannot run this layer: {reason}; use 'auto'")
-        return reason is None
+        if implementation == "scan":
+            return "scan"
+        if implementation == "auto":
+            candidates = AUTO_PATHS.get(jax.default_backend(), ())
+        else:
+            candidates = (implementation,)
+        for name in candidates:
+            # The layer first: a layer a path cannot compute never triggers its build.
+            reason = PATHS[name].unsupported(self.cell, inputs)
+            reason = reason or PATHS[name].unavailable_reason()
+            if reason is None:
+                return name
+            if implementation != "auto":
+                raise ValueError(
+                    f"implementation={implementation!r} cannot run this layer: {reason}; use "
+                    "implementation='auto' or 'scan'"
+                )
+        return "scan"
 
 
 class Bidirectional(nn.Module):

@@ -6,7 +6,7 @@ Shape letters: B batch, T time, V vocabulary size, E embedding width, U units, C
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
+from typing import Any, Literal
 
 import flax.linen as nn
 import jax
@@ -152,12 +152,18 @@ class Classifier(nn.Module):
     Attributes:
       config: the model as data.
       hoist_input_projection: passed to every ``RNN`` (an implementation choice, same values).
-      implementation: passed to every ``RNN``: 'auto', 'scan' or 'fused'.
+      implementation: passed to every ``RNN``: 'auto', 'scan', 'fused', 'cudnn' or 'pallas'.
+      dtype: the compute dtype of every layer (Flax's convention; None: promoted from the
+        inputs and parameters, i.e. float32). The logits are returned in at least float32, so
+        losses and metrics stay float32 under ``dtype=jnp.bfloat16``.
+      param_dtype: the dtype every parameter is created in (float32).
     """
 
     config: ModelConfig
     hoist_input_projection: bool = True
     implementation: str = "auto"
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, ids: Array, training: bool = False) -> Array:
@@ -167,6 +173,8 @@ class Classifier(nn.Module):
             config.vocab_size,
             config.embed_dim,
             embedding_init=keras_embedding_init,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
             name="embedding",
         )(ids)
         mask = padding_mask(ids) if config.mask_zero else None
@@ -179,18 +187,25 @@ class Classifier(nn.Module):
                 unroll=spec.unroll,
                 hoist_input_projection=self.hoist_input_projection,
                 implementation=self.implementation,
+                dtype=self.dtype,
+                param_dtype=self.param_dtype,
                 name=None if spec.bidirectional else name,
             )
             if spec.bidirectional:
                 layer = Bidirectional(layer, merge_mode=spec.merge_mode, name=name)
             # Keras 3.15.1 forwards the mask to the next layer only along returned sequences.
             x = layer(x, mask=mask, training=training)
-        return nn.Dense(
+        logits = nn.Dense(
             config.num_classes,
             kernel_init=nn.initializers.glorot_uniform(),
             bias_init=nn.initializers.zeros_init(),
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
             name="dense",
         )(x)
+        # Keras' advice under mixed precision: the model's outputs in float32.
+        with jax.numpy_dtype_promotion("standard"):
+            return logits.astype(jnp.promote_types(logits.dtype, jnp.float32))
 
     def check_inputs(self, ids, name: str = "ids") -> None:
         """``fit``/``evaluate``/``predict`` call this once per dataset: ids ``[N, T]`` must be

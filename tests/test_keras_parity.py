@@ -31,7 +31,9 @@ from rnnjax import (
     Classifier,
     LayerSpec,
     ModelConfig,
+    cudnn,
     fused,
+    pallas,
     params_from_keras,
 )
 
@@ -158,24 +160,27 @@ def _run_layer(
     return list(outputs) if isinstance(outputs, tuple) else [outputs]
 
 
-def _fused_cannot_run(case: dict) -> str | None:
-    """Why the fused kernels cannot run a case's layers (their activations), or None."""
+PATH_MODULES = {"fused": fused, "cudnn": cudnn, "pallas": pallas}
+
+
+def _cannot_run(case: dict, implementation: str) -> str | None:
+    """Why ``implementation`` cannot run every layer of a case (its own words), or None."""
+    module = PATH_MODULES[implementation]
     layers = case["config"]["layers"] if case["model"] == "classifier" else [case["layer"]]
+    inputs = jnp.zeros((case["batch"], case["time"], 1), jnp.float32)
     for layer in layers:
-        if (layer["activation"], layer.get("recurrent_activation", "sigmoid")) != (
-            "tanh",
-            "sigmoid",
-        ):
-            return f"the fused kernels implement tanh/sigmoid only, not {layer}"
-    return fused.unavailable_reason()
+        if reason := module.unsupported(LayerSpec(**layer).make_cell(), inputs):
+            return reason
+    return module.unavailable_reason()
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(CASES))
-# 'fused' runs every layer in the fused CPU kernels, 'scan' none; 'auto' is the default choice.
-@pytest.mark.parametrize("implementation", ["auto", "fused", "scan"])
+# 'fused', 'cudnn' and 'pallas' run every layer on that path ('cudnn' on a GPU only; 'pallas' in
+# Pallas' interpreter on CPU), 'scan' none; 'auto' is the default choice.
+@pytest.mark.parametrize("implementation", ["auto", "fused", "cudnn", "pallas", "scan"])
 def test_outputs_equal_keras(implementation, name, reference, record_property):
-    if implementation == "fused" and (reason := _fused_cannot_run(CASES[name])):
+    if implementation in PATH_MODULES and (reason := _cannot_run(CASES[name], implementation)):
         pytest.skip(reason)
     out_dir, manifest = reference
     case = manifest["cases"][name]

@@ -318,3 +318,19 @@ def test_dropout_rate_outside_unit_interval_is_rejected(rate):
         LSTMCell(U, dropout=rate)
     with pytest.raises(ValueError, match=r"^recurrent_dropout must be in \[0, 1\)"):
         GRUCell(U, recurrent_dropout=rate)
+
+
+def test_auto_runs_the_scan_on_accelerators_until_a_measurement_says_otherwise(monkeypatch):
+    """No GPU or TPU measurement has shown a fused path faster than the scan yet, so 'auto'
+    traces the scan there, for every cell (BUILD_NOTES.md, "Accelerators")."""
+    x = jax.ShapeDtypeStruct((B, T, D), jnp.float32)
+    for backend in ("gpu", "tpu"):
+        monkeypatch.setattr(jax, "default_backend", lambda backend=backend: backend)
+        for make in CELLS.values():
+            layer = RNN(make(), return_sequences=True)
+            variables = jax.eval_shape(layer.init, jax.random.key(0), x)
+            program = str(jax.make_jaxpr(layer.apply)(variables, x))
+            assert "scan[" in program
+            assert not any(
+                path in program for path in ("pallas_call", "custom_vmap_call", "call_hi_primitive")
+            )

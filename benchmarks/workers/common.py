@@ -9,16 +9,18 @@ exit: the orchestrator's probe) or ``python <worker>.py JOB`` with JOB a JSON ob
                "layers": [{"kind": "lstm" | "gru", "units": U, "bidirectional": bool,
                            "dropout": float, "recurrent_dropout": float}, ...],
                "num_classes": C},
-     "epochs": int, "batch_size": int, "learning_rate": float, "seed": int, "options": {...}}
+     "epochs": int, "batch_size": int, "learning_rate": float, "seed": int, "options": {...},
+     "models_at_once": K (optional, rnnjax only; default 1)}
 
 Every layer but the last returns sequences; a bidirectional layer concatenates its directions,
 and as the last layer outputs the forward direction's last step and the backward direction's
 last processed step (input step 0), as Keras does. ``mask_zero`` masks id 0 (Keras
 ``Embedding(mask_zero=True)``); the orchestrator sends no job with a feature the framework
-lacks. Job options: rnnjax ``hoist`` (bool), torch ``threads`` (int or null). ``num_classes`` 1
-means a sigmoid unit and binary cross-entropy on 0/1 labels; C > 1 a softmax and categorical
-cross-entropy on integer labels in [0, C). The optimizer is always RMSprop with ``rho`` 0.9 and
-``epsilon`` 1e-7 (Keras' defaults). The answer is the last line on stdout.
+lacks. Job options: rnnjax ``hoist`` (bool) and ``implementation``, torch ``threads`` (int or
+null) and ``device`` ('cpu' or 'cuda'). ``num_classes`` 1 means a sigmoid unit and binary
+cross-entropy on 0/1 labels; C > 1 a softmax and categorical cross-entropy on integer labels in
+[0, C). The optimizer is always RMSprop with ``rho`` 0.9 and ``epsilon`` 1e-7 (Keras'
+defaults). The answer is the last line on stdout.
 """
 
 from __future__ import annotations
