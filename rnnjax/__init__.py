@@ -41,6 +41,7 @@ from rnnjax.keras_weights import load_keras_weights as load_keras_weights
 from rnnjax.keras_weights import params_from_keras as params_from_keras
 from rnnjax.layers import RNN as RNN
 from rnnjax.layers import Bidirectional as Bidirectional
+from rnnjax.layers import EmbeddedIds as EmbeddedIds
 from rnnjax.layers import padding_mask as padding_mask
 from rnnjax.models import Classifier as Classifier
 from rnnjax.models import LayerSpec as LayerSpec

@@ -6,7 +6,7 @@ Shape letters: B batch, T time, D input features, U units.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -25,6 +25,54 @@ IMPLEMENTATIONS = ("auto", "scan", *PATHS)
 # parity (BUILD_NOTES.md, "Accelerators"). Nothing has been measured on a GPU or TPU yet, so
 # 'auto' runs the scan there.
 AUTO_PATHS = {"cpu": ("fused",)}
+
+
+class EmbeddedIds(NamedTuple):
+    """The sequence ``table[ids]`` ``[B, T, D]``, not yet gathered: token ids ``[B, T]`` and their
+    embedding table ``[V, D]``.
+
+    ``RNN`` and ``Bidirectional`` take it wherever they take inputs ``[B, T, D]``. Where no input
+    dropout applies and the table has at most ``B * T`` rows, the layer projects the table
+    (``table @ kernel + bias``, ``V`` rows) and gathers the projected rows, instead of
+    projecting every step (``B * T`` rows): the same values to float32 rounding, and in the
+    backward pass one scatter of the projection's gradient into ``V`` rows instead of a matmul over
+    all steps. ``Classifier`` passes its embedding to the first layer this way.
+    """
+
+    table: Array
+    ids: Array
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (*self.ids.shape, self.table.shape[-1])
+
+    @property
+    def ndim(self) -> int:
+        return self.ids.ndim + 1
+
+    @property
+    def dtype(self):
+        return self.table.dtype
+
+    def gather(self) -> Array:
+        """``table[ids]``, ``[B, T, D]``."""
+        return jnp.take(self.table, self.ids, axis=0)
+
+
+def _reverse_time(inputs: Array | EmbeddedIds) -> Array | EmbeddedIds:
+    if isinstance(inputs, EmbeddedIds):
+        return inputs._replace(ids=jnp.flip(inputs.ids, axis=1))
+    return jnp.flip(inputs, axis=1)
+
+
+def _project(cell: RecurrentCell, inputs: Array | EmbeddedIds, input_masks: Array | None) -> Array:
+    """``cell.project`` of every step, ``[B, T, G*U]``; through the table when that is less work
+    (see ``EmbeddedIds``)."""
+    if isinstance(inputs, EmbeddedIds):
+        if input_masks is None and inputs.table.shape[0] <= inputs.ids.size:
+            return jnp.take(cell.project(inputs.table), inputs.ids, axis=0)
+        inputs = inputs.gather()
+    return cell.project(inputs, input_masks)
 
 
 def padding_mask(ids: Array, padding_id: int = 0) -> Array:
@@ -97,7 +145,7 @@ class RNN(nn.Module):
     @nn.compact
     def __call__(
         self,
-        inputs: Array,
+        inputs: Array | EmbeddedIds,
         mask: Array | None = None,
         initial_state: Array | Sequence[Array] | None = None,
         training: bool = False,
@@ -105,7 +153,7 @@ class RNN(nn.Module):
         """Runs the cell over ``inputs [B, T, D]``.
 
         Args:
-          inputs: ``[B, T, D]`` floats.
+          inputs: ``[B, T, D]`` floats, or ``EmbeddedIds`` (token ids and their table).
           mask: optional ``[B, T]`` booleans, False at padding. At a masked step the states are
             kept unchanged and the output repeats the previous output (Keras ``mask_zero``), so
             'pre' and 'post' padding both leave the last output equal to the unpadded one.
@@ -141,21 +189,23 @@ class RNN(nn.Module):
             self.sow("intermediates", "dropout_masks", (input_masks, recurrent_masks))
 
         if self.go_backwards:
-            inputs = jnp.flip(inputs, axis=1)
+            inputs = _reverse_time(inputs)
             mask = None if mask is None else jnp.flip(mask, axis=1)
         path = self._path(inputs)
         if path != "scan":
             if path == "cudnn":  # cuDNN multiplies the inputs by the kernel itself
+                if isinstance(inputs, EmbeddedIds):
+                    inputs = inputs.gather()
                 carry, outputs = cudnn.run(cell, inputs, carry, mask, input_masks)
             else:
-                xw = cell.project(inputs, input_masks)
+                xw = _project(cell, inputs, input_masks)
                 carry, outputs = PATHS[path].run(cell, xw, carry, mask, recurrent_masks)
             output = outputs if self.return_sequences else carry[0]
             return (output, *carry) if self.return_state else output
         if self.hoist_input_projection:
-            xs = cell.project(inputs, input_masks)
+            xs = _project(cell, inputs, input_masks)
         else:
-            xs = inputs
+            xs = inputs.gather() if isinstance(inputs, EmbeddedIds) else inputs
 
         hoisted = self.hoist_input_projection
 
@@ -232,7 +282,7 @@ class Bidirectional(nn.Module):
     @nn.compact
     def __call__(
         self,
-        inputs: Array,
+        inputs: Array | EmbeddedIds,
         mask: Array | None = None,
         initial_state: Sequence[Array] | None = None,
         training: bool = False,

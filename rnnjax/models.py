@@ -11,9 +11,10 @@ from typing import Any, Literal
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from flax.linen.dtypes import promote_dtype
 
 from rnnjax.cells import ACTIVATIONS, GRUCell, LSTMCell, RecurrentCell, SimpleRNNCell, validate_rate
-from rnnjax.layers import MERGE_MODES, RNN, Bidirectional, padding_mask
+from rnnjax.layers import MERGE_MODES, RNN, Bidirectional, EmbeddedIds, padding_mask
 from rnnjax.validation import check_ids
 
 Array = jax.Array
@@ -169,14 +170,17 @@ class Classifier(nn.Module):
     def __call__(self, ids: Array, training: bool = False) -> Array:
         """``ids [B, T]`` -> ``[B, C]``; ``training`` turns dropout on (rng 'dropout')."""
         config = self.config
-        x = nn.Embed(
+        embedding = nn.Embed(
             config.vocab_size,
             config.embed_dim,
             embedding_init=keras_embedding_init,
             dtype=self.dtype,
             param_dtype=self.param_dtype,
             name="embedding",
-        )(ids)
+        )
+        (table,) = promote_dtype(embedding.embedding, dtype=self.dtype, inexact=False)
+        # Not gathered here: the first layer may project the table instead of every step.
+        x = EmbeddedIds(table, ids)
         mask = padding_mask(ids) if config.mask_zero else None
         last = len(config.layers) - 1
         for index, (spec, name) in enumerate(zip(config.layers, config.layer_names())):

@@ -46,9 +46,13 @@ def layer_rows(config: ModelConfig, seq_len: int | None = None) -> list[tuple[st
     kinds += ["Dense"]
     names = ("embedding", *config.layer_names(), "dense")
     rows = []
+    # The embedding is never called (the first layer gathers its rows): its output is [B, T, E].
+    output_shapes = {"embedding": ids.shape + (config.embed_dim,)}
     for name, kind in zip(names, kinds):
-        (output,) = outputs[name]["__call__"]
-        shape: list[int | None] = [None, *output.shape[1:]]
+        if name not in output_shapes:
+            (output,) = outputs[name]["__call__"]
+            output_shapes[name] = output.shape
+        shape: list[int | None] = [None, *output_shapes[name][1:]]
         if seq_len is None and len(shape) == 3:
             shape[1] = None
         rows.append(

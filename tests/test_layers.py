@@ -1,15 +1,17 @@
 """Sequence layers against the numpy Keras equations: masking, direction, states, dropout."""
 
+import functools
 import itertools
 
 import chex
 import jax
+import jax.extend
 import jax.numpy as jnp
 import numpy as np
 import numpy_keras as ref
 import pytest
 
-from rnnjax import RNN, Bidirectional, GRUCell, LSTMCell, SimpleRNNCell, fused
+from rnnjax import RNN, Bidirectional, EmbeddedIds, GRUCell, LSTMCell, SimpleRNNCell, fused
 
 B, T, D, U = 3, 7, 5, 4
 CELLS = {
@@ -334,3 +336,85 @@ def test_auto_runs_the_scan_on_accelerators_until_a_measurement_says_otherwise(m
             assert not any(
                 path in program for path in ("pallas_call", "custom_vmap_call", "call_hi_primitive")
             )
+
+
+V = 6  # table rows <= B * T: the layer projects the table
+
+
+def _embedded(rng, vocab=V):
+    table = jnp.asarray(rng.normal(size=(vocab, D)), jnp.float32)
+    ids = jnp.asarray(rng.integers(0, vocab, (B, T)), jnp.int32)
+    return EmbeddedIds(table, ids)
+
+
+def _dot_operand_shapes(fn, *args):
+    jaxpr = jax.make_jaxpr(fn)(*args)
+    shapes = set()
+
+    def visit(jaxpr):
+        for eqn in jaxpr.eqns:
+            if eqn.primitive.name == "dot_general":
+                shapes.update(tuple(var.aval.shape) for var in eqn.invars)
+            for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+                visit(sub)
+
+    visit(jaxpr.jaxpr)
+    return shapes
+
+
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+@pytest.mark.parametrize("go_backwards", [False, True], ids=["forward", "backwards"])
+@pytest.mark.parametrize("kind", list(CELLS))
+def test_embedded_ids_match_numpy_keras_on_the_gathered_sequence(
+    kind, go_backwards, implementation, rng
+):
+    inputs = _embedded(rng)
+    mask = jnp.asarray(_mask("pre"))
+    layer = RNN(
+        CELLS[kind](),
+        return_sequences=True,
+        go_backwards=go_backwards,
+        implementation=implementation,
+    )
+    variables = _random_params(layer.init(jax.random.key(0), inputs, mask), rng)
+    x = np.asarray(inputs.table)[np.asarray(inputs.ids)]
+    expected, _ = _reference(
+        kind, variables["params"]["cell"], x, mask=np.asarray(mask), go_backwards=go_backwards
+    )
+    chex.assert_trees_all_close(layer.apply(variables, inputs, mask), expected, atol=1e-5)
+    # The projection ran over the table's V rows, not over the B * T steps.
+    assert (V, D) in _dot_operand_shapes(lambda v: layer.apply(v, inputs, mask), variables)
+
+
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+@pytest.mark.parametrize("vocab", [V, B * T + 1], ids=["table_projected", "steps_projected"])
+def test_embedded_ids_gradients_equal_the_gathered_sequences(vocab, implementation, rng):
+    inputs = _embedded(rng, vocab)
+    layer = Bidirectional(RNN(LSTMCell(U), implementation=implementation))
+    variables = _random_params(layer.init(jax.random.key(0), inputs), rng)
+    weights = jnp.asarray(rng.normal(size=(2 * U,)), jnp.float32)
+
+    def loss(variables, table, gather):
+        embedded = EmbeddedIds(table, inputs.ids)
+        return jnp.sum(layer.apply(variables, embedded.gather() if gather else embedded) * weights)
+
+    grad = jax.grad(loss, argnums=(0, 1))
+    chex.assert_trees_all_close(
+        grad(variables, inputs.table, False), grad(variables, inputs.table, True), atol=1e-5
+    )
+    # A table with more rows than the batch has steps is gathered first, then projected.
+    unfolded = functools.partial(loss, gather=False)
+    projected_rows = {shape[0] for shape in _dot_operand_shapes(unfolded, variables, inputs.table)}
+    assert (vocab in projected_rows) == (vocab <= B * T)
+
+
+def test_embedded_ids_with_input_dropout_gather_first(rng):
+    inputs = _embedded(rng)
+    layer = RNN(LSTMCell(U, dropout=0.5))
+    variables = layer.init(jax.random.key(0), inputs)
+    rngs = {"dropout": jax.random.key(3)}
+    chex.assert_trees_all_close(
+        layer.apply(variables, inputs, training=True, rngs=rngs),
+        layer.apply(variables, inputs.gather(), training=True, rngs=rngs),
+        atol=1e-6,
+    )
