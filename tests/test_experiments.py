@@ -10,6 +10,7 @@ import time
 
 import numpy as np
 import pytest
+from caches import fresh_cache
 
 from experiments.__main__ import recipes
 from rnnjax.checkpoint import load_model
@@ -80,7 +81,7 @@ def test_load_splits_pads_and_splits(imdb_data_dir):
 
 @pytest.mark.slow
 def test_ctrl_c_saves_and_the_resumed_run_ends_like_an_uninterrupted_one(imdb_data_dir, tmp_path):
-    env = dict(os.environ, RNNJAX_CACHE_DIR=str(tmp_path / "cache"), PYTHONPATH=REPO)
+    env = dict(os.environ, RNNJAX_CACHE_DIR=fresh_cache(tmp_path / "cache"), PYTHONPATH=REPO)
     flags = [
         "--epochs",
         "12",
@@ -178,7 +179,7 @@ def test_num_seeds_and_learning_rates_train_a_grid(imdb_data_dir, tmp_path, caps
 
 @pytest.mark.slow
 def test_two_epochs_through_the_cli(imdb_data_dir, tmp_path):
-    env = dict(os.environ, RNNJAX_CACHE_DIR=str(tmp_path / "cache"), PYTHONPATH=REPO)
+    env = dict(os.environ, RNNJAX_CACHE_DIR=fresh_cache(tmp_path / "cache"), PYTHONPATH=REPO)
     workdir = tmp_path / "run"
     completed = subprocess.run(
         [

@@ -10,6 +10,7 @@ import time
 
 import numpy as np
 import pytest
+from caches import fresh_cache
 from faults import REPO, cli_command, cli_env, damage, largest_file, outputs, run_cli
 
 pytest_plugins = ["data_fixtures"]  # imdb_data_dir
@@ -22,10 +23,11 @@ FLAGS = ["--epochs", "10", "--patience", "2", "--batch-size", "8", "--quiet"]
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    """Shared caches for the child processes: data, fused kernels and compiled programs."""
+    """The child processes' caches: data and compiled programs of this module's own, the data
+    cache holding the fused kernels' build."""
     root = tmp_path_factory.mktemp("caches")
     return {
-        "RNNJAX_CACHE_DIR": str(root / "rnnjax"),
+        "RNNJAX_CACHE_DIR": fresh_cache(root / "rnnjax"),
         "JAX_COMPILATION_CACHE_DIR": str(root / "jax"),
         "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
         "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from caches import fresh_cache
 from data_reference import write_reuters_archive
 
 from rnnjax.data import DatasetNotFoundError, cache, imdb, reuters
@@ -53,7 +54,8 @@ def test_a_named_data_dir_is_read_but_never_written(shared, tmp_path, monkeypatc
 def test_the_cli_leaves_a_named_data_dir_untouched(shared, tmp_path):
     tfds_dir = shared / "data" / "tensorflow_datasets"
     before = snapshot(shared)
-    env = dict(os.environ, TFDS_DATA_DIR=str(tfds_dir), RNNJAX_CACHE_DIR=str(tmp_path / "cache"))
+    cache = fresh_cache(tmp_path / "cache")
+    env = dict(os.environ, TFDS_DATA_DIR=str(tfds_dir), RNNJAX_CACHE_DIR=cache)
     command = [sys.executable, "-m", "experiments.reuters_lstm", "--workdir", str(tmp_path / "run")]
     result = subprocess.run(
         [*command, "--manual-dir", str(shared / "data"), "--epochs", "1"],
