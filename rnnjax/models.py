@@ -228,7 +228,9 @@ def init_params(
     """Fresh parameters for ``Classifier(config)`` (they depend on neither ``seq_len`` nor
     ``implementation``; initialising through ``implementation`` checks that it can run)."""
     ids = jnp.zeros((1, seq_len), jnp.int32)
-    return Classifier(config, implementation=implementation).init(key, ids)["params"]
+    # Jitted: one compilation instead of one per initializer op run eagerly (1.8 s -> 0.7 s for
+    # the tutorial model); the values are the same bits.
+    return jax.jit(Classifier(config, implementation=implementation).init)(key, ids)["params"]
 
 
 def count_params(params) -> int:
