@@ -11,8 +11,9 @@ import numpy as np
 import numpy_keras as ref
 import pytest
 from jax.experimental import rnn
+from path_checks import assert_k_models_match_the_scan
 
-from rnnjax import RNN, Classifier, GRUCell, LayerSpec, LSTMCell, ModelConfig, cudnn
+from rnnjax import RNN, GRUCell, LayerSpec, LSTMCell, ModelConfig, cudnn
 
 B, T, D, U = 5, 6, 3, 4
 # Rows: full, 'pre' padding, 'post' padding, gaps, padding throughout.
@@ -193,25 +194,7 @@ def test_cudnn_runs_k_models_of_a_stacked_bidirectional_classifier_under_vmap(re
         mask_zero=True,
     )
     ids = jnp.asarray(np.asarray(rng.integers(1, 12, size=(B, T)), np.int32) * MASK)
-    stacked = jax.vmap(lambda key: Classifier(config).init(key, ids)["params"])(
-        jax.random.split(jax.random.key(0), 3)
-    )
-    stacked = _random(stacked, rng, scale=0.5)
-
-    def value_and_grad(implementation):
-        model = Classifier(config, implementation=implementation)
-
-        def loss(params):
-            logits = model.apply({"params": params}, ids)
-            return jnp.sum(jnp.sin(logits)), logits
-
-        return jax.value_and_grad(loss, has_aux=True)
-
-    together = jax.jit(jax.vmap(value_and_grad("cudnn")))(stacked)
-    scan = jax.jit(value_and_grad("scan"))
-    one_by_one = [scan(jax.tree.map(lambda p, k=k: p[k], stacked)) for k in range(3)]
-    one_by_one = jax.tree.map(lambda *models: jnp.stack(models), *one_by_one)
-    chex.assert_trees_all_close(together, one_by_one, atol=1e-5, rtol=1e-5)
+    assert_k_models_match_the_scan(config, ids, "cudnn", rng)
 
 
 def test_cudnn_off_a_gpu_is_one_clear_error():
