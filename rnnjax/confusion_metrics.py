@@ -130,14 +130,14 @@ def _require_unit_range(thresholds: tuple) -> None:
 
 
 @dataclasses.dataclass(frozen=True)
-class Precision:
-    """``keras.metrics.Precision``: ``tp / (tp + fp)`` per threshold, 0 before any positive
-    prediction. A scalar for one threshold (default 0.5), else ``[K]``. Stats ``{"tp", "fp"}``.
-    """
+class _TruePositiveShare:
+    """``tp / (tp + other)`` per threshold, 0 while the denominator is; a scalar for one
+    threshold (default 0.5), else ``[K]``. Stats ``{"tp", other}``."""
 
     thresholds: float | tuple[float, ...] | None = None
-    name: str = "precision"
+    name: str = ""
     direction: ClassVar[Literal["max"]] = "max"
+    other: ClassVar[str]
 
     def __post_init__(self):
         object.__setattr__(self, "thresholds", _threshold_tuple(self.thresholds, 0.5))
@@ -147,35 +147,30 @@ class Precision:
         counts = confusion_counts(
             y_true, y_pred, self.thresholds, sample_weight, evenly_spaced(self.thresholds)
         )
-        return {"tp": counts["tp"], "fp": counts["fp"]}
+        return {"tp": counts["tp"], self.other: counts[self.other]}
 
     def result(self, stats: Counts) -> Array:
-        value = divide_no_nan(stats["tp"], stats["tp"] + stats["fp"])
+        value = divide_no_nan(stats["tp"], stats["tp"] + stats[self.other])
         return value[0] if len(self.thresholds) == 1 else value
 
 
 @dataclasses.dataclass(frozen=True)
-class Recall:
+class Precision(_TruePositiveShare):
+    """``keras.metrics.Precision``: ``tp / (tp + fp)`` per threshold, 0 before any positive
+    prediction. A scalar for one threshold (default 0.5), else ``[K]``. Stats ``{"tp", "fp"}``.
+    """
+
+    name: str = "precision"
+    other: ClassVar[str] = "fp"
+
+
+@dataclasses.dataclass(frozen=True)
+class Recall(_TruePositiveShare):
     """``keras.metrics.Recall``: ``tp / (tp + fn)`` per threshold, 0 before any positive label.
     A scalar for one threshold (default 0.5), else ``[K]``. Stats ``{"tp", "fn"}``."""
 
-    thresholds: float | tuple[float, ...] | None = None
     name: str = "recall"
-    direction: ClassVar[Literal["max"]] = "max"
-
-    def __post_init__(self):
-        object.__setattr__(self, "thresholds", _threshold_tuple(self.thresholds, 0.5))
-        _require_unit_range(self.thresholds)
-
-    def stats(self, y_true, y_pred, sample_weight=None) -> Counts:
-        counts = confusion_counts(
-            y_true, y_pred, self.thresholds, sample_weight, evenly_spaced(self.thresholds)
-        )
-        return {"tp": counts["tp"], "fn": counts["fn"]}
-
-    def result(self, stats: Counts) -> Array:
-        value = divide_no_nan(stats["tp"], stats["tp"] + stats["fn"])
-        return value[0] if len(self.thresholds) == 1 else value
+    other: ClassVar[str] = "fn"
 
 
 _CURVES = {"ROC": "ROC", "roc": "ROC", "PR": "PR", "pr": "PR"}
