@@ -27,42 +27,55 @@ ffi::Error GruForward(ffi::ThreadPool pool, F32Buffer xw, F32Buffer r, F32Buffer
     WithUnits(shape.units, [&](auto units_constant) {
       const int64_t units = units_constant, width = 3 * units;
       const int64_t rows = end - first;
-      std::vector<float> h_rows(rows * units), hr(width);
+      // One block's worth of rows past the end: a block product reads kBlockRows states.
+      std::vector<float> h_rows((rows + kBlockRows) * units, 0.0f);
+      std::vector<float> hr(kBlockRows * width, 0.0f), a(kBlockRows * width);
+      std::vector<float> h_new(kBlockRows * units), scratch(kBlockRows * units);
       std::copy_n(h0.typed_data() + first * units, rows * units, h_rows.data());
       for (int64_t t = 0; t < time; ++t) {
-        for (int64_t b = first; b < end; ++b) {
-          float* __restrict h = h_rows.data() + (b - first) * units;
-          const int64_t step = b * time + t;
-          float* __restrict a = gates->typed_data() + step * width;
-          float* __restrict candidate_out = hr_candidate->typed_data() + step * units;
-          float* __restrict h_out = hs->typed_data() + step * units;
-          if (!keep.Keeps(b, t)) {
-            std::fill_n(a, width, 0.0f);
-            std::fill_n(candidate_out, units, 0.0f);
-            std::copy_n(h, units, h_out);
-            continue;
+        ForEachBlock(first, end, rows_per_model, [&](int64_t b0, int64_t count) {
+          float* __restrict h = h_rows.data() + (b0 - first) * units;
+          const int64_t model = b0 / rows_per_model;
+          const float* bias = recurrent_bias.typed_data() + model * width;
+          for (int64_t l = 0; l < count; ++l) std::copy_n(bias, width, &hr[l * width]);
+          AddRecurrentProduct(h, dropout, b0, count, r.typed_data() + model * units * width,
+                              units, width, 0, 3, scratch.data(), hr.data(), width);
+          for (int64_t l = 0; l < count; ++l) {
+            const float* x = xw.typed_data() + ((b0 + l) * time + t) * width;
+            float* __restrict a_l = &a[l * width];
+            const float* hr_l = &hr[l * width];
+            #pragma omp simd
+            for (int64_t j = 0; j < 2 * units; ++j) a_l[j] = x[j] + hr_l[j];
+            SigmoidInPlace(a_l, 2 * units);
+            #pragma omp simd
+            for (int64_t u = 0; u < units; ++u) {
+              a_l[2 * units + u] = x[2 * units + u] + a_l[units + u] * hr_l[2 * units + u];
+            }
           }
-          const float* x = xw.typed_data() + step * width;
-          const int64_t model = b / rows_per_model;
-          RecurrentProduct(h, dropout.Row(b), r.typed_data() + model * units * width,
-                           recurrent_bias.typed_data() + model * width, units, width, 0, width,
-                           hr.data());
-          #pragma omp simd
-          for (int64_t j = 0; j < 2 * units; ++j) a[j] = x[j] + hr[j];
-          SigmoidInPlace(a, 2 * units);
-          #pragma omp simd
-          for (int64_t u = 0; u < units; ++u) {
-            a[2 * units + u] = x[2 * units + u] + a[units + u] * hr[2 * units + u];
+          for (int64_t l = 0; l < count; ++l) TanhInPlace(&a[l * width + 2 * units], units);
+          for (int64_t l = 0; l < count; ++l) {
+            const int64_t step = (b0 + l) * time + t;
+            float* gates_out = gates->typed_data() + step * width;
+            float* candidate_out = hr_candidate->typed_data() + step * units;
+            float* h_out = hs->typed_data() + step * units;
+            float* __restrict h_l = h + l * units;
+            if (!keep.Keeps(b0 + l, t)) {
+              std::fill_n(gates_out, width, 0.0f);
+              std::fill_n(candidate_out, units, 0.0f);
+              std::copy_n(h_l, units, h_out);
+              continue;
+            }
+            const float* a_l = &a[l * width];
+            #pragma omp simd
+            for (int64_t u = 0; u < units; ++u) {
+              const float z = a_l[u];
+              h_l[u] = z * h_l[u] + (1.0f - z) * a_l[2 * units + u];
+            }
+            std::copy_n(a_l, width, gates_out);
+            std::copy_n(&hr[l * width + 2 * units], units, candidate_out);
+            std::copy_n(h_l, units, h_out);
           }
-          TanhInPlace(a + 2 * units, units);
-          std::copy_n(hr.data() + 2 * units, units, candidate_out);
-          #pragma omp simd
-          for (int64_t u = 0; u < units; ++u) {
-            const float z = a[u];
-            h[u] = z * h[u] + (1.0f - z) * a[2 * units + u];
-            h_out[u] = h[u];
-          }
-        }
+        });
       }
     });
   });
@@ -87,41 +100,49 @@ ffi::Error GruBackward(ffi::ThreadPool pool, F32Buffer dhs, F32Buffer gates,
     WithUnits(shape.units, [&](auto units_constant) {
       const int64_t units = units_constant, width = 3 * units;
       const int64_t rows = end - first;
-      std::vector<float> dh_rows(rows * units, 0.0f), scratch(units);
+      std::vector<float> dh_rows((rows + kBlockRows) * units, 0.0f);
+      std::vector<float> dr(kBlockRows * width, 0.0f), scratch(kBlockRows * units);
       for (int64_t t = time - 1; t >= 0; --t) {
-        for (int64_t b = first; b < end; ++b) {
-          float* __restrict dh = dh_rows.data() + (b - first) * units;
-          const int64_t step = b * time + t;
-          const float* dh_out = dhs.typed_data() + step * units;
-          float* __restrict dx = dxw->typed_data() + step * width;
-          float* __restrict dr = dhr->typed_data() + step * width;
-          if (!keep.Keeps(b, t)) {
-            std::fill_n(dx, width, 0.0f);
-            std::fill_n(dr, width, 0.0f);
+        ForEachBlock(first, end, rows_per_model, [&](int64_t b0, int64_t count) {
+          float* __restrict dh = dh_rows.data() + (b0 - first) * units;
+          for (int64_t l = 0; l < count; ++l) {
+            const int64_t b = b0 + l, step = b * time + t;
+            const float* dh_out = dhs.typed_data() + step * units;
+            float* __restrict dx = dxw->typed_data() + step * width;
+            float* __restrict dr_l = &dr[l * width];
+            float* __restrict dh_l = dh + l * units;
+            if (!keep.Keeps(b, t)) {
+              std::fill_n(dx, width, 0.0f);
+              std::fill_n(dr_l, width, 0.0f);
+              #pragma omp simd
+              for (int64_t u = 0; u < units; ++u) dh_l[u] += dh_out[u];
+              continue;
+            }
+            const float* a = gates.typed_data() + step * width;
+            const float* hr_h = hr_candidate.typed_data() + step * units;
+            const float* h_prev =
+                t > 0 ? hs.typed_data() + (step - 1) * units : h0.typed_data() + b * units;
             #pragma omp simd
-            for (int64_t u = 0; u < units; ++u) dh[u] += dh_out[u];
-            continue;
+            for (int64_t u = 0; u < units; ++u) {
+              const float z = a[u], reset = a[units + u], hh = a[2 * units + u];
+              const float dh_u = dh_l[u] + dh_out[u];
+              const float dz = dh_u * (h_prev[u] - hh) * z * (1.0f - z);
+              const float dcandidate = dh_u * (1.0f - z) * (1.0f - hh * hh);
+              const float dreset = dcandidate * hr_h[u] * reset * (1.0f - reset);
+              dx[u] = dr_l[u] = dz;
+              dx[units + u] = dr_l[units + u] = dreset;
+              dx[2 * units + u] = dcandidate;
+              dr_l[2 * units + u] = dcandidate * reset;
+              dh_l[u] = dh_u * z;
+            }
           }
-          const float* a = gates.typed_data() + step * width;
-          const float* hr_h = hr_candidate.typed_data() + step * units;
-          const float* h_prev =
-              t > 0 ? hs.typed_data() + (step - 1) * units : h0.typed_data() + b * units;
-          #pragma omp simd
-          for (int64_t u = 0; u < units; ++u) {
-            const float z = a[u], reset = a[units + u], hh = a[2 * units + u];
-            const float dh_u = dh[u] + dh_out[u];
-            const float dz = dh_u * (h_prev[u] - hh) * z * (1.0f - z);
-            const float dcandidate = dh_u * (1.0f - z) * (1.0f - hh * hh);
-            const float dreset = dcandidate * hr_h[u] * reset * (1.0f - reset);
-            dx[u] = dr[u] = dz;
-            dx[units + u] = dr[units + u] = dreset;
-            dx[2 * units + u] = dcandidate;
-            dr[2 * units + u] = dcandidate * reset;
-            dh[u] = dh_u * z;
+          AddTransposedProduct(dr.data(), width, dropout, b0, count,
+                               r_t.data() + (b0 / rows_per_model) * units * width, units, 0, 3,
+                               scratch.data(), dh);
+          for (int64_t l = 0; l < count; ++l) {
+            std::copy_n(&dr[l * width], width, dhr->typed_data() + ((b0 + l) * time + t) * width);
           }
-          const float* kernel_t = r_t.data() + (b / rows_per_model) * units * width;
-          AddTransposedProduct(dr, dropout.Row(b), kernel_t, units, 0, width, scratch.data(), dh);
-        }
+        });
       }
       std::copy_n(dh_rows.data(), rows * units, dh0->typed_data() + first * units);
     });
@@ -148,43 +169,58 @@ ffi::Error GruResetBeforeForward(ffi::ThreadPool pool, F32Buffer xw, F32Buffer r
     WithUnits(shape.units, [&](auto units_constant) {
       const int64_t units = units_constant, width = 3 * units;
       const int64_t rows = end - first;
-      std::vector<float> h_rows(rows * units), recurrent(2 * units), reset_h(units);
+      // One block's worth of rows past the end: a block product reads kBlockRows states.
+      std::vector<float> h_rows((rows + kBlockRows) * units, 0.0f);
+      std::vector<float> a(kBlockRows * width, 0.0f), reset_h(kBlockRows * units, 0.0f);
+      std::vector<float> scratch(kBlockRows * units);
       std::copy_n(h0.typed_data() + first * units, rows * units, h_rows.data());
       for (int64_t t = 0; t < time; ++t) {
-        for (int64_t b = first; b < end; ++b) {
-          float* __restrict h = h_rows.data() + (b - first) * units;
-          const int64_t step = b * time + t;
-          float* __restrict a = gates->typed_data() + step * width;
-          float* __restrict h_out = hs->typed_data() + step * units;
-          if (!keep.Keeps(b, t)) {
-            std::fill_n(a, width, 0.0f);
-            std::copy_n(h, units, h_out);
-            continue;
-          }
-          const float* x = xw.typed_data() + step * width;
-          const float* kernel = r.typed_data() + (b / rows_per_model) * units * width;
-          const float* masks = dropout.Row(b);
-          RecurrentProduct(h, masks, kernel, nullptr, units, width, 0, 2 * units,
-                           recurrent.data());
-          #pragma omp simd
-          for (int64_t j = 0; j < 2 * units; ++j) a[j] = x[j] + recurrent[j];
-          SigmoidInPlace(a, 2 * units);
-          const float* mask_h = masks == nullptr ? nullptr : masks + 2 * units;
-          #pragma omp simd
-          for (int64_t u = 0; u < units; ++u) {
-            reset_h[u] = a[units + u] * (mask_h == nullptr ? h[u] : h[u] * mask_h[u]);
+        ForEachBlock(first, end, rows_per_model, [&](int64_t b0, int64_t count) {
+          float* __restrict h = h_rows.data() + (b0 - first) * units;
+          const float* kernel = r.typed_data() + (b0 / rows_per_model) * units * width;
+          for (int64_t l = 0; l < count; ++l) std::fill_n(&a[l * width], 2 * units, 0.0f);
+          AddRecurrentProduct(h, dropout, b0, count, kernel, units, width, 0, 2, scratch.data(),
+                              a.data(), width);
+          for (int64_t l = 0; l < count; ++l) {
+            const float* x = xw.typed_data() + ((b0 + l) * time + t) * width;
+            float* __restrict a_l = &a[l * width];
+            #pragma omp simd
+            for (int64_t j = 0; j < 2 * units; ++j) a_l[j] = x[j] + a_l[j];
+            SigmoidInPlace(a_l, 2 * units);
+            const float* masks = dropout.Row(b0 + l);
+            const float* mask_h = masks == nullptr ? nullptr : masks + 2 * units;
+            const float* h_l = h + l * units;
+            #pragma omp simd
+            for (int64_t u = 0; u < units; ++u) {
+              reset_h[l * units + u] =
+                  a_l[units + u] * (mask_h == nullptr ? h_l[u] : h_l[u] * mask_h[u]);
+            }
+            std::copy_n(x + 2 * units, units, a_l + 2 * units);
           }
           // The candidate's matmul needs r, so it is a second product: (r * h) @ R_h.
-          RecurrentProduct(reset_h.data(), nullptr, kernel, x + 2 * units, units, width,
-                           2 * units, units, a + 2 * units);
-          TanhInPlace(a + 2 * units, units);
-          #pragma omp simd
-          for (int64_t u = 0; u < units; ++u) {
-            const float z = a[u];
-            h[u] = z * h[u] + (1.0f - z) * a[2 * units + u];
-            h_out[u] = h[u];
+          BlockProduct(reset_h.data(), units, units, kernel + 2 * units, width, units, count,
+                       a.data() + 2 * units, width);
+          for (int64_t l = 0; l < count; ++l) TanhInPlace(&a[l * width + 2 * units], units);
+          for (int64_t l = 0; l < count; ++l) {
+            const int64_t step = (b0 + l) * time + t;
+            float* gates_out = gates->typed_data() + step * width;
+            float* h_out = hs->typed_data() + step * units;
+            float* __restrict h_l = h + l * units;
+            if (!keep.Keeps(b0 + l, t)) {
+              std::fill_n(gates_out, width, 0.0f);
+              std::copy_n(h_l, units, h_out);
+              continue;
+            }
+            const float* a_l = &a[l * width];
+            #pragma omp simd
+            for (int64_t u = 0; u < units; ++u) {
+              const float z = a_l[u];
+              h_l[u] = z * h_l[u] + (1.0f - z) * a_l[2 * units + u];
+            }
+            std::copy_n(a_l, width, gates_out);
+            std::copy_n(h_l, units, h_out);
           }
-        }
+        });
       }
     });
   });
@@ -210,44 +246,65 @@ ffi::Error GruResetBeforeBackward(ffi::ThreadPool pool, F32Buffer dhs, F32Buffer
     WithUnits(shape.units, [&](auto units_constant) {
       const int64_t units = units_constant, width = 3 * units;
       const int64_t rows = end - first;
-      std::vector<float> dh_rows(rows * units, 0.0f), scratch(units), d_reset_h(units);
+      std::vector<float> dh_rows((rows + kBlockRows) * units, 0.0f);
+      std::vector<float> d(kBlockRows * width, 0.0f), d_reset_h(kBlockRows * units, 0.0f);
+      std::vector<float> scratch(kBlockRows * units);
       for (int64_t t = time - 1; t >= 0; --t) {
-        for (int64_t b = first; b < end; ++b) {
-          float* __restrict dh = dh_rows.data() + (b - first) * units;
-          const int64_t step = b * time + t;
-          const float* dh_out = dhs.typed_data() + step * units;
-          float* __restrict dx = dxw->typed_data() + step * width;
-          #pragma omp simd
-          for (int64_t u = 0; u < units; ++u) dh[u] += dh_out[u];
-          if (!keep.Keeps(b, t)) {
-            std::fill_n(dx, width, 0.0f);
-            continue;
+        ForEachBlock(first, end, rows_per_model, [&](int64_t b0, int64_t count) {
+          float* __restrict dh = dh_rows.data() + (b0 - first) * units;
+          const float* kernel_t = r_t.data() + (b0 / rows_per_model) * units * width;
+          for (int64_t l = 0; l < count; ++l) {
+            const int64_t b = b0 + l, step = b * time + t;
+            const float* dh_out = dhs.typed_data() + step * units;
+            float* __restrict dh_l = dh + l * units;
+            float* __restrict d_l = &d[l * width];
+            #pragma omp simd
+            for (int64_t u = 0; u < units; ++u) dh_l[u] += dh_out[u];
+            if (!keep.Keeps(b, t)) {
+              // Zero dz: the products below add nothing to this row's dh.
+              std::fill_n(d_l, width, 0.0f);
+              continue;
+            }
+            const float* a = gates.typed_data() + step * width;
+            const float* h_prev =
+                t > 0 ? hs.typed_data() + (step - 1) * units : h0.typed_data() + b * units;
+            #pragma omp simd
+            for (int64_t u = 0; u < units; ++u) {
+              const float z = a[u], hh = a[2 * units + u];
+              d_l[u] = dh_l[u] * (h_prev[u] - hh) * z * (1.0f - z);
+              d_l[2 * units + u] = dh_l[u] * (1.0f - z) * (1.0f - hh * hh);
+            }
+            std::fill_n(&d_reset_h[l * units], units, 0.0f);
           }
-          const float* a = gates.typed_data() + step * width;
-          const float* h_prev =
-              t > 0 ? hs.typed_data() + (step - 1) * units : h0.typed_data() + b * units;
-          const float* kernel_t = r_t.data() + (b / rows_per_model) * units * width;
-          const float* masks = dropout.Row(b);
-          const float* mask_h = masks == nullptr ? nullptr : masks + 2 * units;
-          #pragma omp simd
-          for (int64_t u = 0; u < units; ++u) {
-            const float z = a[u], hh = a[2 * units + u];
-            dx[u] = dh[u] * (h_prev[u] - hh) * z * (1.0f - z);
-            dx[2 * units + u] = dh[u] * (1.0f - z) * (1.0f - hh * hh);
+          BlockProduct(d.data() + 2 * units, width, units, kernel_t + 2 * units * units, units,
+                       units, count, d_reset_h.data(), units);
+          for (int64_t l = 0; l < count; ++l) {
+            const int64_t b = b0 + l, step = b * time + t;
+            if (!keep.Keeps(b, t)) continue;
+            const float* a = gates.typed_data() + step * width;
+            const float* h_prev =
+                t > 0 ? hs.typed_data() + (step - 1) * units : h0.typed_data() + b * units;
+            const float* masks = dropout.Row(b);
+            const float* mask_h = masks == nullptr ? nullptr : masks + 2 * units;
+            const float* dr = &d_reset_h[l * units];
+            float* __restrict dh_l = dh + l * units;
+            float* __restrict d_l = &d[l * width];
+            #pragma omp simd
+            for (int64_t u = 0; u < units; ++u) {
+              const float reset = a[units + u];
+              const float h_masked = mask_h == nullptr ? h_prev[u] : h_prev[u] * mask_h[u];
+              const float through_reset = dr[u] * reset;
+              d_l[units + u] = dr[u] * h_masked * reset * (1.0f - reset);
+              dh_l[u] =
+                  dh_l[u] * a[u] + (mask_h == nullptr ? through_reset : through_reset * mask_h[u]);
+            }
           }
-          std::fill(d_reset_h.begin(), d_reset_h.end(), 0.0f);
-          AddTransposedProduct(dx + 2 * units, nullptr, kernel_t, units, 2 * units, units,
-                               scratch.data(), d_reset_h.data());
-          #pragma omp simd
-          for (int64_t u = 0; u < units; ++u) {
-            const float reset = a[units + u];
-            const float h_masked = mask_h == nullptr ? h_prev[u] : h_prev[u] * mask_h[u];
-            const float through_reset = d_reset_h[u] * reset;
-            dx[units + u] = d_reset_h[u] * h_masked * reset * (1.0f - reset);
-            dh[u] = dh[u] * a[u] + (mask_h == nullptr ? through_reset : through_reset * mask_h[u]);
+          AddTransposedProduct(d.data(), width, dropout, b0, count, kernel_t, units, 0, 2,
+                               scratch.data(), dh);
+          for (int64_t l = 0; l < count; ++l) {
+            std::copy_n(&d[l * width], width, dxw->typed_data() + ((b0 + l) * time + t) * width);
           }
-          AddTransposedProduct(dx, masks, kernel_t, units, 0, 2 * units, scratch.data(), dh);
-        }
+        });
       }
       std::copy_n(dh_rows.data(), rows * units, dh0->typed_data() + first * units);
     });

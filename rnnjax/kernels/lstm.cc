@@ -46,43 +46,60 @@ ffi::Error LstmForward(ffi::ThreadPool pool, F32Buffer xw, F32Buffer r, F32Buffe
       const int64_t units = units_constant, width = 4 * units;
       const GateActivations activations(units);
       const int64_t rows = end - first;
-      std::vector<float> h_rows(rows * units), c_rows(rows * units);
+      // One block's worth of rows past the end: a block product reads kBlockRows states.
+      std::vector<float> h_rows((rows + kBlockRows) * units, 0.0f), c_rows(rows * units);
+      std::vector<float> z(kBlockRows * width, 0.0f), c_new(kBlockRows * units);
+      std::vector<float> tanh_c(kBlockRows * units), scratch(kBlockRows * units);
       std::copy_n(h0.typed_data() + first * units, rows * units, h_rows.data());
       std::copy_n(c0.typed_data() + first * units, rows * units, c_rows.data());
       for (int64_t t = 0; t < time; ++t) {
-        for (int64_t b = first; b < end; ++b) {
-          float* __restrict h = h_rows.data() + (b - first) * units;
-          float* __restrict c = c_rows.data() + (b - first) * units;
-          const int64_t step = b * time + t;
-          float* a = gates->typed_data() + step * width;
-          float* __restrict c_out = cs->typed_data() + step * units;
-          float* __restrict tc_out = tanh_cs->typed_data() + step * units;
-          float* __restrict h_out = hs->typed_data() + step * units;
-          if (!keep.Keeps(b, t)) {
-            // Padding: carry the states; the backward pass reads neither gates nor tanh(c) here.
-            std::fill_n(a, width, 0.0f);
-            std::fill_n(tc_out, units, 0.0f);
-            std::copy_n(c, units, c_out);
-            std::copy_n(h, units, h_out);
-            continue;
+        ForEachBlock(first, end, rows_per_model, [&](int64_t b0, int64_t count) {
+          float* __restrict h = h_rows.data() + (b0 - first) * units;
+          float* __restrict c = c_rows.data() + (b0 - first) * units;
+          for (int64_t l = 0; l < count; ++l) {
+            std::copy_n(xw.typed_data() + ((b0 + l) * time + t) * width, width, &z[l * width]);
           }
-          const float* kernel = r.typed_data() + (b / rows_per_model) * units * width;
-          RecurrentProduct(h, dropout.Row(b), kernel, xw.typed_data() + step * width, units,
-                           width, 0, width, a);
-          activations.Apply(a, width);
-          #pragma omp simd
-          for (int64_t u = 0; u < units; ++u) {
-            c[u] = a[units + u] * c[u] + a[u] * a[2 * units + u];
-            c_out[u] = c[u];
+          AddRecurrentProduct(h, dropout, b0, count,
+                              r.typed_data() + (b0 / rows_per_model) * units * width, units,
+                              width, 0, 4, scratch.data(), z.data(), width);
+          for (int64_t l = 0; l < count; ++l) activations.Apply(&z[l * width], width);
+          for (int64_t l = 0; l < count; ++l) {
+            const float* a = &z[l * width];
+            #pragma omp simd
+            for (int64_t u = 0; u < units; ++u) {
+              c_new[l * units + u] = a[units + u] * c[l * units + u] + a[u] * a[2 * units + u];
+            }
           }
           #pragma omp simd
-          for (int64_t u = 0; u < units; ++u) tc_out[u] = Tanh(c[u]);
-          #pragma omp simd
-          for (int64_t u = 0; u < units; ++u) {
-            h[u] = a[3 * units + u] * tc_out[u];
-            h_out[u] = h[u];
+          for (int64_t i = 0; i < count * units; ++i) tanh_c[i] = Tanh(c_new[i]);
+          for (int64_t l = 0; l < count; ++l) {
+            const int64_t step = (b0 + l) * time + t;
+            float* gates_out = gates->typed_data() + step * width;
+            float* c_out = cs->typed_data() + step * units;
+            float* tc_out = tanh_cs->typed_data() + step * units;
+            float* h_out = hs->typed_data() + step * units;
+            float* __restrict h_l = h + l * units;
+            float* __restrict c_l = c + l * units;
+            if (!keep.Keeps(b0 + l, t)) {
+              // Padding: carry the states; the backward pass reads neither gates nor tanh(c).
+              std::fill_n(gates_out, width, 0.0f);
+              std::fill_n(tc_out, units, 0.0f);
+              std::copy_n(c_l, units, c_out);
+              std::copy_n(h_l, units, h_out);
+              continue;
+            }
+            const float* a = &z[l * width];
+            #pragma omp simd
+            for (int64_t u = 0; u < units; ++u) {
+              c_l[u] = c_new[l * units + u];
+              h_l[u] = a[3 * units + u] * tanh_c[l * units + u];
+            }
+            std::copy_n(a, width, gates_out);
+            std::copy_n(c_l, units, c_out);
+            std::copy_n(&tanh_c[l * units], units, tc_out);
+            std::copy_n(h_l, units, h_out);
           }
-        }
+        });
       }
     });
   });
@@ -108,41 +125,51 @@ ffi::Error LstmBackward(ffi::ThreadPool pool, F32Buffer dhs, F32Buffer dc_last, 
     WithUnits(shape.units, [&](auto units_constant) {
       const int64_t units = units_constant, width = 4 * units;
       const int64_t rows = end - first;
-      std::vector<float> dh_rows(rows * units, 0.0f), dc_rows(rows * units), scratch(units);
+      std::vector<float> dh_rows((rows + kBlockRows) * units, 0.0f), dc_rows(rows * units);
+      std::vector<float> d(kBlockRows * width, 0.0f), scratch(kBlockRows * units);
       std::copy_n(dc_last.typed_data() + first * units, rows * units, dc_rows.data());
       for (int64_t t = time - 1; t >= 0; --t) {
-        for (int64_t b = first; b < end; ++b) {
-          float* __restrict dh = dh_rows.data() + (b - first) * units;
-          float* __restrict dc = dc_rows.data() + (b - first) * units;
-          const int64_t step = b * time + t;
-          const float* dh_out = dhs.typed_data() + step * units;
-          float* __restrict d = dz->typed_data() + step * width;
-          if (!keep.Keeps(b, t)) {
-            // The step copied h and c: their gradients pass through unchanged.
-            std::fill_n(d, width, 0.0f);
+        ForEachBlock(first, end, rows_per_model, [&](int64_t b0, int64_t count) {
+          float* __restrict dh = dh_rows.data() + (b0 - first) * units;
+          float* __restrict dc = dc_rows.data() + (b0 - first) * units;
+          for (int64_t l = 0; l < count; ++l) {
+            const int64_t b = b0 + l, step = b * time + t;
+            const float* dh_out = dhs.typed_data() + step * units;
+            float* __restrict d_l = &d[l * width];
+            float* __restrict dh_l = dh + l * units;
+            if (!keep.Keeps(b, t)) {
+              // The step copied h and c: their gradients pass through unchanged (the product
+              // below adds this row's zero dz).
+              std::fill_n(d_l, width, 0.0f);
+              #pragma omp simd
+              for (int64_t u = 0; u < units; ++u) dh_l[u] += dh_out[u];
+              continue;
+            }
+            const float* a = gates.typed_data() + step * width;
+            const float* tc = tanh_cs.typed_data() + step * units;
+            const float* c_prev =
+                t > 0 ? cs.typed_data() + (step - 1) * units : c0.typed_data() + b * units;
+            float* __restrict dc_l = dc + l * units;
             #pragma omp simd
-            for (int64_t u = 0; u < units; ++u) dh[u] += dh_out[u];
-            continue;
+            for (int64_t u = 0; u < units; ++u) {
+              const float i = a[u], f = a[units + u], g = a[2 * units + u], o = a[3 * units + u];
+              const float dh_u = dh_l[u] + dh_out[u];
+              const float dc_u = dc_l[u] + dh_u * o * (1.0f - tc[u] * tc[u]);
+              d_l[u] = dc_u * g * i * (1.0f - i);
+              d_l[units + u] = dc_u * c_prev[u] * f * (1.0f - f);
+              d_l[2 * units + u] = dc_u * i * (1.0f - g * g);
+              d_l[3 * units + u] = dh_u * tc[u] * o * (1.0f - o);
+              dc_l[u] = dc_u * f;
+              dh_l[u] = 0.0f;
+            }
           }
-          const float* a = gates.typed_data() + step * width;
-          const float* tc = tanh_cs.typed_data() + step * units;
-          const float* c_prev =
-              t > 0 ? cs.typed_data() + (step - 1) * units : c0.typed_data() + b * units;
-          #pragma omp simd
-          for (int64_t u = 0; u < units; ++u) {
-            const float i = a[u], f = a[units + u], g = a[2 * units + u], o = a[3 * units + u];
-            const float dh_u = dh[u] + dh_out[u];
-            const float dc_u = dc[u] + dh_u * o * (1.0f - tc[u] * tc[u]);
-            d[u] = dc_u * g * i * (1.0f - i);
-            d[units + u] = dc_u * c_prev[u] * f * (1.0f - f);
-            d[2 * units + u] = dc_u * i * (1.0f - g * g);
-            d[3 * units + u] = dh_u * tc[u] * o * (1.0f - o);
-            dc[u] = dc_u * f;
+          AddTransposedProduct(d.data(), width, dropout, b0, count,
+                               r_t.data() + (b0 / rows_per_model) * units * width, units, 0, 4,
+                               scratch.data(), dh);
+          for (int64_t l = 0; l < count; ++l) {
+            std::copy_n(&d[l * width], width, dz->typed_data() + ((b0 + l) * time + t) * width);
           }
-          std::fill(dh, dh + units, 0.0f);
-          const float* kernel_t = r_t.data() + (b / rows_per_model) * units * width;
-          AddTransposedProduct(d, dropout.Row(b), kernel_t, units, 0, width, scratch.data(), dh);
-        }
+        });
       }
       std::copy_n(dh_rows.data(), rows * units, dh0->typed_data() + first * units);
       std::copy_n(dc_rows.data(), rows * units, dc0->typed_data() + first * units);

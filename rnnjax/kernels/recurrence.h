@@ -8,9 +8,9 @@
 // Here a whole sequence is one loop per batch row, forward and backward.
 //
 // Layout is batch-major, as the layer produces it: x-projections [B, T, G*U], outputs [B, T, U].
-// The time loop is outermost and the rows inside it, so consecutive iterations are independent
-// rows the CPU overlaps (one row alone is latency-bound). Rows are split over XLA's intra-op thread
-// pool; results do not depend on the split. Only the recurrence runs here: the input projection
+// The time loop is outermost and blocks of rows inside it (kBlockRows below): one row alone is
+// latency-bound, a block's rows are independent work the CPU overlaps. Rows are split over XLA's
+// intra-op thread pool; results do not depend on the split or the blocks. Only the recurrence runs here: the input projection
 // x @ W + b, the weight gradients (one einsum over all timesteps) and everything else stay in XLA.
 //
 // Optional inputs are buffers that are empty when absent:
@@ -84,72 +84,6 @@ RNNJAX_INLINE void TanhInPlace(float* __restrict v, int64_t n) {
   for (int64_t j = 0; j < n; ++j) v[j] = Tanh(v[j]);
 }
 
-// The recurrent matmul of one row for `columns` columns of a [units, width] matrix, starting at
-// column `first`: out[0:columns] = bias[0:columns] (zero if null) + sum_k h'[k] * matrix[k, first +
-// j]. Without masks h' = h. With masks (`masks[g * units + k]`, one mask per gate of `units`
-// columns, the first belonging to column `first`) gate g uses h' = h * mask g.
-RNNJAX_INLINE void RecurrentProduct(const float* __restrict h, const float* __restrict masks,
-                                    const float* __restrict matrix, const float* __restrict bias,
-                                    int64_t units, int64_t width, int64_t first, int64_t columns,
-                                    float* __restrict out) {
-  if (bias != nullptr) {
-    std::copy(bias, bias + columns, out);
-  } else {
-    std::fill(out, out + columns, 0.0f);
-  }
-  if (masks == nullptr) {
-    for (int64_t k = 0; k < units; ++k) {
-      const float hk = h[k];
-      const float* row = matrix + k * width + first;
-      #pragma omp simd
-      for (int64_t j = 0; j < columns; ++j) out[j] += hk * row[j];
-    }
-    return;
-  }
-  // One gate at a time: for 8 units a gate is one 256-bit vector, the same vector count as the
-  // unmasked loop over all columns.
-  for (int64_t g = 0; g * units < columns; ++g) {
-    const float* mask = masks + g * units;
-    float* gate_out = out + g * units;
-    for (int64_t k = 0; k < units; ++k) {
-      const float hk = h[k] * mask[k];
-      const float* row = matrix + k * width + first + g * units;
-      #pragma omp simd
-      for (int64_t j = 0; j < units; ++j) gate_out[j] += hk * row[j];
-    }
-  }
-}
-
-// The transpose of RecurrentProduct: out[0:units] += d[0:columns] @ matrix[:, first:first +
-// columns]^T, read from `transposed` = matrix^T [width, units]. With masks, gate g's share is
-// multiplied by mask g (`scratch` holds it: `units` floats).
-RNNJAX_INLINE void AddTransposedProduct(const float* __restrict d, const float* __restrict masks,
-                                        const float* __restrict transposed, int64_t units,
-                                        int64_t first, int64_t columns,
-                                        float* __restrict scratch, float* __restrict out) {
-  if (masks == nullptr) {
-    for (int64_t j = 0; j < columns; ++j) {
-      const float dj = d[j];
-      const float* row = transposed + (first + j) * units;
-      #pragma omp simd
-      for (int64_t k = 0; k < units; ++k) out[k] += dj * row[k];
-    }
-    return;
-  }
-  for (int64_t g = 0; g * units < columns; ++g) {
-    std::fill(scratch, scratch + units, 0.0f);
-    for (int64_t j = g * units; j < (g + 1) * units; ++j) {
-      const float dj = d[j];
-      const float* row = transposed + (first + j) * units;
-      #pragma omp simd
-      for (int64_t k = 0; k < units; ++k) scratch[k] += dj * row[k];
-    }
-    const float* mask = masks + g * units;
-    #pragma omp simd
-    for (int64_t k = 0; k < units; ++k) out[k] += mask[k] * scratch[k];
-  }
-}
-
 // Calls body(units) with units a compile-time constant for the common sizes, so the short
 // per-row loops compile to straight vector code; other sizes run the same code with runtime loops.
 template <typename Body>
@@ -213,6 +147,7 @@ class StepMask {
   bool valid_;
 };
 
+
 // The optional recurrent dropout masks, [rows, gates, units]: Row(b) is row b's masks, or null.
 class DropoutMasks {
  public:
@@ -223,6 +158,7 @@ class DropoutMasks {
                static_cast<int64_t>(masks.element_count()) == shape.batch * gates * shape.units) {}
 
   bool valid() const { return valid_; }
+  bool present() const { return data_ != nullptr; }
   RNNJAX_INLINE const float* Row(int64_t row) const {
     return data_ == nullptr ? nullptr : data_ + row * stride_;
   }
@@ -244,6 +180,143 @@ inline ffi::Error CheckOptionalInputs(const char* kernel, const StepMask& mask,
                                        ": recurrent masks must be empty or [B, gates, units]");
   }
   return ffi::Error::Success();
+}
+
+// Rows are processed in blocks of kBlockRows: each phase of a timestep (the recurrent product, the
+// activations, the state update) runs over the whole block before the next starts. One row's step
+// is a long dependent chain (products, exp, divide, exp); a block gives the CPU kBlockRows
+// independent chains to overlap, and each element of the recurrent matrix read serves every row
+// of the block. Blocks never span two weight sets (models under vmap).
+constexpr int64_t kBlockRows = 8;
+
+// Calls block(first_row, count) for consecutive blocks of at most kBlockRows rows covering
+// [first, end), cut where the weight set changes (every rows_per_model rows).
+template <typename Body>
+RNNJAX_INLINE void ForEachBlock(int64_t first, int64_t end, int64_t rows_per_model, Body&& block) {
+  for (int64_t b0 = first; b0 < end;) {
+    const int64_t model_end = (b0 / rows_per_model + 1) * rows_per_model;
+    const int64_t count = std::min({kBlockRows, end - b0, model_end - b0});
+    block(b0, count);
+    b0 += count;
+  }
+}
+
+// kColumns columns of BlockProduct with the kBlockRows x kColumns sums held in registers; the
+// first `skip` columns are summed but not stored.
+template <int64_t kColumns>
+RNNJAX_INLINE void BlockProductColumns(const float* __restrict in, int64_t in_stride,
+                                       int64_t inner, const float* __restrict matrix,
+                                       int64_t matrix_stride, int64_t count, int64_t skip,
+                                       float* __restrict out, int64_t out_stride) {
+  float sums[kBlockRows][kColumns];
+  for (int64_t l = 0; l < kBlockRows; ++l) {
+    #pragma omp simd
+    for (int64_t j = 0; j < kColumns; ++j) sums[l][j] = out[l * out_stride + j];
+  }
+  for (int64_t k = 0; k < inner; ++k) {
+    const float* __restrict row = matrix + k * matrix_stride;
+    #pragma GCC unroll 8
+    for (int64_t l = 0; l < kBlockRows; ++l) {
+      const float v = in[l * in_stride + k];
+      #pragma omp simd
+      for (int64_t j = 0; j < kColumns; ++j) sums[l][j] += v * row[j];
+    }
+  }
+  for (int64_t l = 0; l < count; ++l) {
+    for (int64_t j = skip; j < kColumns; ++j) out[l * out_stride + j] = sums[l][j];
+  }
+}
+
+// For the rows l of a block: out[l, 0:columns] += in[l, 0:inner] @ matrix[0:inner, 0:columns],
+// summing over k in order (the same rounding as one row at a time). Row l of `in` starts at
+// in + l * in_stride, of `out` at out + l * out_stride, row k of the matrix at matrix + k *
+// matrix_stride. All kBlockRows rows of `in` and `out` are read (rows past `count` must exist and
+// are ignored); only the first `count` rows of `out` are written.
+RNNJAX_INLINE void BlockProduct(const float* __restrict in, int64_t in_stride, int64_t inner,
+                                const float* __restrict matrix, int64_t matrix_stride,
+                                int64_t columns, int64_t count, float* __restrict out,
+                                int64_t out_stride) {
+  int64_t j = 0;
+  for (; j + 16 <= columns; j += 16) {
+    BlockProductColumns<16>(in, in_stride, inner, matrix + j, matrix_stride, count, 0, out + j,
+                            out_stride);
+  }
+  if (j + 8 <= columns) {
+    BlockProductColumns<8>(in, in_stride, inner, matrix + j, matrix_stride, count, 0, out + j,
+                           out_stride);
+    j += 8;
+  }
+  if (j == columns) return;
+  if (columns >= 8) {
+    // The last 8 columns; those already done are summed again but not stored. No read past
+    // the last column, no scalar remainder.
+    const int64_t last = columns - 8;
+    BlockProductColumns<8>(in, in_stride, inner, matrix + last, matrix_stride, count, j - last,
+                           out + last, out_stride);
+    return;
+  }
+  for (int64_t l = 0; l < count; ++l) {
+    float* __restrict o = out + l * out_stride + j;
+    for (int64_t k = 0; k < inner; ++k) {
+      const float v = in[l * in_stride + k];
+      const float* __restrict row = matrix + k * matrix_stride + j;
+      #pragma omp simd
+      for (int64_t c = 0; c < columns - j; ++c) o[c] += v * row[c];
+    }
+  }
+}
+
+// The recurrent matmul of a block (rows b0 .. b0 + count of the batch, states h [kBlockRows,
+// units]) for `gates` gates of `units` columns starting at gate `first_gate` of the [units,
+// width] matrix: out[l, 0:gates * units] += h'_l @ matrix[:, first_gate * units:]. Without
+// masks h' = h; with them gate g uses h * mask g (Keras' implementation 1). `scratch` holds
+// kBlockRows * units floats.
+RNNJAX_INLINE void AddRecurrentProduct(const float* __restrict h, const DropoutMasks& dropout,
+                                       int64_t b0, int64_t count, const float* matrix,
+                                       int64_t units, int64_t width, int64_t first_gate,
+                                       int64_t gates, float* __restrict scratch, float* out,
+                                       int64_t out_stride) {
+  const float* gate_columns = matrix + first_gate * units;
+  if (!dropout.present()) {
+    BlockProduct(h, units, units, gate_columns, width, gates * units, count, out, out_stride);
+    return;
+  }
+  std::fill_n(scratch, kBlockRows * units, 0.0f);
+  for (int64_t g = 0; g < gates; ++g) {
+    for (int64_t l = 0; l < count; ++l) {
+      const float* mask = dropout.Row(b0 + l) + (first_gate + g) * units;
+      #pragma omp simd
+      for (int64_t k = 0; k < units; ++k) scratch[l * units + k] = h[l * units + k] * mask[k];
+    }
+    BlockProduct(scratch, units, units, gate_columns + g * units, width, units, count,
+                 out + g * units, out_stride);
+  }
+}
+
+// The transpose of AddRecurrentProduct: out[l, 0:units] += d_l @ matrix[:, first_gate * units:
+// (first_gate + gates) * units]^T, read from `transposed` = matrix^T [width, units]; row l of d
+// (gate first_gate's columns first) at d + l * d_stride. With masks gate g's share is multiplied
+// by mask g. `scratch` holds kBlockRows * units floats.
+RNNJAX_INLINE void AddTransposedProduct(const float* __restrict d, int64_t d_stride,
+                                        const DropoutMasks& dropout, int64_t b0, int64_t count,
+                                        const float* transposed, int64_t units,
+                                        int64_t first_gate, int64_t gates,
+                                        float* __restrict scratch, float* out) {
+  const float* gate_rows = transposed + first_gate * units * units;
+  if (!dropout.present()) {
+    BlockProduct(d, d_stride, gates * units, gate_rows, units, units, count, out, units);
+    return;
+  }
+  for (int64_t g = 0; g < gates; ++g) {
+    std::fill_n(scratch, kBlockRows * units, 0.0f);
+    BlockProduct(d + g * units, d_stride, units, gate_rows + g * units * units, units, units,
+                 count, scratch, units);
+    for (int64_t l = 0; l < count; ++l) {
+      const float* mask = dropout.Row(b0 + l) + (first_gate + g) * units;
+      #pragma omp simd
+      for (int64_t k = 0; k < units; ++k) out[l * units + k] += mask[k] * scratch[l * units + k];
+    }
+  }
 }
 
 // Each of `count` [rows, cols] matrices transposed to [cols, rows], in place order.

@@ -22,23 +22,26 @@ ffi::Error SimpleRnnForward(ffi::ThreadPool pool, F32Buffer xw, F32Buffer r, F32
     WithUnits(shape.units, [&](auto units_constant) {
       const int64_t units = units_constant;
       const int64_t rows = end - first;
-      std::vector<float> h_rows(rows * units);
+      // One block's worth of rows past the end: a block product reads kBlockRows states.
+      std::vector<float> h_rows((rows + kBlockRows) * units, 0.0f);
+      std::vector<float> z(kBlockRows * units, 0.0f), scratch(kBlockRows * units);
       std::copy_n(h0.typed_data() + first * units, rows * units, h_rows.data());
       for (int64_t t = 0; t < time; ++t) {
-        for (int64_t b = first; b < end; ++b) {
-          float* __restrict h = h_rows.data() + (b - first) * units;
-          const int64_t step = b * time + t;
-          float* __restrict h_out = hs->typed_data() + step * units;
-          if (keep.Keeps(b, t)) {
-            const float* kernel = r.typed_data() + (b / rows_per_model) * units * units;
-            RecurrentProduct(h, dropout.Row(b), kernel, xw.typed_data() + step * units, units,
-                             units, 0, units, h_out);
-            TanhInPlace(h_out, units);
-            std::copy_n(h_out, units, h);
-          } else {
-            std::copy_n(h, units, h_out);
+        ForEachBlock(first, end, rows_per_model, [&](int64_t b0, int64_t count) {
+          float* __restrict h = h_rows.data() + (b0 - first) * units;
+          for (int64_t l = 0; l < count; ++l) {
+            std::copy_n(xw.typed_data() + ((b0 + l) * time + t) * units, units, &z[l * units]);
           }
-        }
+          AddRecurrentProduct(h, dropout, b0, count,
+                              r.typed_data() + (b0 / rows_per_model) * units * units, units,
+                              units, 0, 1, scratch.data(), z.data(), units);
+          TanhInPlace(z.data(), count * units);
+          for (int64_t l = 0; l < count; ++l) {
+            float* h_out = hs->typed_data() + ((b0 + l) * time + t) * units;
+            if (keep.Keeps(b0 + l, t)) std::copy_n(&z[l * units], units, h + l * units);
+            std::copy_n(h + l * units, units, h_out);
+          }
+        });
       }
     });
   });
@@ -62,28 +65,37 @@ ffi::Error SimpleRnnBackward(ffi::ThreadPool pool, F32Buffer dhs, F32Buffer hs, 
     WithUnits(shape.units, [&](auto units_constant) {
       const int64_t units = units_constant;
       const int64_t rows = end - first;
-      std::vector<float> dh_rows(rows * units, 0.0f), scratch(units);
+      std::vector<float> dh_rows((rows + kBlockRows) * units, 0.0f);
+      std::vector<float> d(kBlockRows * units, 0.0f), scratch(kBlockRows * units);
       for (int64_t t = time - 1; t >= 0; --t) {
-        for (int64_t b = first; b < end; ++b) {
-          float* __restrict dh = dh_rows.data() + (b - first) * units;
-          const int64_t step = b * time + t;
-          const float* dh_out = dhs.typed_data() + step * units;
-          float* __restrict dx = dxw->typed_data() + step * units;
-          if (!keep.Keeps(b, t)) {
-            std::fill_n(dx, units, 0.0f);
+        ForEachBlock(first, end, rows_per_model, [&](int64_t b0, int64_t count) {
+          float* __restrict dh = dh_rows.data() + (b0 - first) * units;
+          for (int64_t l = 0; l < count; ++l) {
+            const int64_t step = (b0 + l) * time + t;
+            const float* dh_out = dhs.typed_data() + step * units;
+            float* __restrict d_l = &d[l * units];
+            float* __restrict dh_l = dh + l * units;
+            if (!keep.Keeps(b0 + l, t)) {
+              // The step copied h: its gradient passes through (the product adds zero).
+              std::fill_n(d_l, units, 0.0f);
+              #pragma omp simd
+              for (int64_t u = 0; u < units; ++u) dh_l[u] += dh_out[u];
+              continue;
+            }
+            const float* h_l = hs.typed_data() + step * units;
             #pragma omp simd
-            for (int64_t u = 0; u < units; ++u) dh[u] += dh_out[u];
-            continue;
+            for (int64_t u = 0; u < units; ++u) {
+              d_l[u] = (dh_l[u] + dh_out[u]) * (1.0f - h_l[u] * h_l[u]);
+              dh_l[u] = 0.0f;
+            }
           }
-          const float* h = hs.typed_data() + step * units;
-          #pragma omp simd
-          for (int64_t u = 0; u < units; ++u) {
-            dx[u] = (dh[u] + dh_out[u]) * (1.0f - h[u] * h[u]);
+          AddTransposedProduct(d.data(), units, dropout, b0, count,
+                               r_t.data() + (b0 / rows_per_model) * units * units, units, 0, 1,
+                               scratch.data(), dh);
+          for (int64_t l = 0; l < count; ++l) {
+            std::copy_n(&d[l * units], units, dxw->typed_data() + ((b0 + l) * time + t) * units);
           }
-          std::fill(dh, dh + units, 0.0f);
-          const float* kernel_t = r_t.data() + (b / rows_per_model) * units * units;
-          AddTransposedProduct(dx, dropout.Row(b), kernel_t, units, 0, units, scratch.data(), dh);
-        }
+        });
       }
       std::copy_n(dh_rows.data(), rows * units, dh0->typed_data() + first * units);
     });
