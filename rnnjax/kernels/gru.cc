@@ -10,6 +10,15 @@
 namespace rnnjax {
 namespace {
 
+// Both variants' new state from a row's activated gates [z, r, hh]: h' = z * h + (1 - z) * hh.
+RNNJAX_INLINE void UpdateState(const float* __restrict gates, int64_t units, float* __restrict h) {
+  #pragma omp simd
+  for (int64_t u = 0; u < units; ++u) {
+    const float z = gates[u];
+    h[u] = z * h[u] + (1.0f - z) * gates[2 * units + u];
+  }
+}
+
 ffi::Error GruForward(ffi::ThreadPool pool, F32Buffer xw, F32Buffer r, F32Buffer recurrent_bias,
                       F32Buffer h0, MaskBuffer mask, F32Buffer recurrent_masks, F32Result hs,
                       F32Result gates, F32Result hr_candidate) {
@@ -66,11 +75,7 @@ ffi::Error GruForward(ffi::ThreadPool pool, F32Buffer xw, F32Buffer r, F32Buffer
               continue;
             }
             const float* a_l = &a[l * width];
-            #pragma omp simd
-            for (int64_t u = 0; u < units; ++u) {
-              const float z = a_l[u];
-              h_l[u] = z * h_l[u] + (1.0f - z) * a_l[2 * units + u];
-            }
+            UpdateState(a_l, units, h_l);
             std::copy_n(a_l, width, gates_out);
             std::copy_n(&hr[l * width + 2 * units], units, candidate_out);
             std::copy_n(h_l, units, h_out);
@@ -212,11 +217,7 @@ ffi::Error GruResetBeforeForward(ffi::ThreadPool pool, F32Buffer xw, F32Buffer r
               continue;
             }
             const float* a_l = &a[l * width];
-            #pragma omp simd
-            for (int64_t u = 0; u < units; ++u) {
-              const float z = a_l[u];
-              h_l[u] = z * h_l[u] + (1.0f - z) * a_l[2 * units + u];
-            }
+            UpdateState(a_l, units, h_l);
             std::copy_n(a_l, width, gates_out);
             std::copy_n(h_l, units, h_out);
           }

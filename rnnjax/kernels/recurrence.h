@@ -1,17 +1,18 @@
 // What the fused CPU recurrences (lstm.cc, gru.cc, simple_rnn.cc) share: the activations, the
-// row-times-matrix loops, the sizes of a call, the optional padding and recurrent-dropout masks,
+// blocks of rows and their products with a matrix, the sizes of a call, the optional padding and recurrent-dropout masks,
 // and the split of rows over XLA's thread pool. rnnjax/fused.py compiles the kernels on first use
 // and calls them as XLA FFI custom calls.
 //
 // Why kernels: XLA:CPU runs one timestep of a scanned cell as a few dozen tiny kernels on
 // [batch, units] arrays, and that per-kernel cost, not arithmetic, bounds small recurrent models.
-// Here a whole sequence is one loop per batch row, forward and backward.
+// Here a whole sequence is one loop over the batch's rows, forward and backward.
 //
 // Layout is batch-major, as the layer produces it: x-projections [B, T, G*U], outputs [B, T, U].
 // The time loop is outermost and blocks of rows inside it (kBlockRows below): one row alone is
 // latency-bound, a block's rows are independent work the CPU overlaps. Rows are split over XLA's
-// intra-op thread pool; results do not depend on the split or the blocks. Only the recurrence runs here: the input projection
-// x @ W + b, the weight gradients (one einsum over all timesteps) and everything else stay in XLA.
+// intra-op thread pool; results do not depend on the split or the blocks. Only the recurrence
+// runs here: the input projection x @ W + b, the weight gradients (one einsum over all
+// timesteps) and everything else stay in XLA.
 //
 // Optional inputs are buffers that are empty when absent:
 // * mask [B, T] bool, False at padding: the state is carried unchanged through that step and the
