@@ -364,7 +364,7 @@ def _gradients(kind: str, args: Operands, mask, hs, residuals, cotangents) -> Op
     if kind == "gru_reset_before":
         operands[2] = residuals[0][..., units : 2 * units] * previous
     operands = jnp.stack(operands)  # [G, B, T, U]
-    per_gate = d_recurrent.reshape(*d_recurrent.shape[:2], -1, units)  # [B, T, G, U]
+    per_gate = d_recurrent.reshape(*d_recurrent.shape[:2], width // units, units)  # [B, T, G, U]
     masked = operands if masks is None else operands * masks[:, :, None]
     d_kernel = jnp.einsum("gbtu,btgv->ugv", masked, per_gate).reshape(units, width)
     d_masks = None

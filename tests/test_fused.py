@@ -209,6 +209,33 @@ def test_an_empty_sequence_returns_the_initial_states(rng):
     chex.assert_trees_all_equal(tuple(states), tuple(initial))
 
 
+@pytest.mark.parametrize("kind", list(CELLS))
+def test_an_empty_batch_runs_and_differentiates_as_on_the_scan_path(kind):
+    """Zero rows, masked and with recurrent dropout: outputs [0, T, U] and zero gradients for
+    every parameter, as on the scan path (the gradient's per-gate reshape once failed here)."""
+    x = jnp.zeros((0, T, D), jnp.float32)
+    mask = jnp.ones((0, T), bool)
+    grads = {}
+    for implementation in ("fused", "scan"):
+        layer = RNN(
+            CELLS[kind](recurrent_dropout=0.3),
+            return_sequences=True,
+            implementation=implementation,
+        )
+        variables = layer.init(jax.random.key(0), jnp.zeros((2, T, D), jnp.float32))
+
+        def loss(variables, layer=layer):
+            outputs = layer.apply(
+                variables, x, mask, training=True, rngs={"dropout": jax.random.key(1)}
+            )
+            chex.assert_shape(outputs, (0, T, U))
+            return jnp.sum(outputs)
+
+        grads[implementation] = jax.grad(loss)(variables)
+    chex.assert_trees_all_equal(grads["fused"], grads["scan"])
+    assert all(not np.any(leaf) for leaf in jax.tree.leaves(grads["fused"]))
+
+
 # -- gradients ----------------------------------------------------------------------------------
 
 # (go_backwards, masked, recurrent dropout)
