@@ -144,9 +144,7 @@ ffi::Error GruBackward(ffi::ThreadPool pool, F32Buffer dhs, F32Buffer gates,
           AddTransposedProduct(dr.data(), width, dropout, b0, count,
                                r_t.data() + (b0 / rows_per_model) * units * width, units, 0, 3,
                                scratch.data(), dh);
-          for (int64_t l = 0; l < count; ++l) {
-            std::copy_n(&dr[l * width], width, dhr->typed_data() + ((b0 + l) * time + t) * width);
-          }
+          StoreStep(dr.data(), b0, count, time, t, width, dhr->typed_data());
         });
       }
       std::copy_n(dh_rows.data(), rows * units, dh0->typed_data() + first * units);
@@ -302,9 +300,7 @@ ffi::Error GruResetBeforeBackward(ffi::ThreadPool pool, F32Buffer dhs, F32Buffer
           }
           AddTransposedProduct(d.data(), width, dropout, b0, count, kernel_t, units, 0, 2,
                                scratch.data(), dh);
-          for (int64_t l = 0; l < count; ++l) {
-            std::copy_n(&d[l * width], width, dxw->typed_data() + ((b0 + l) * time + t) * width);
-          }
+          StoreStep(d.data(), b0, count, time, t, width, dxw->typed_data());
         });
       }
       std::copy_n(dh_rows.data(), rows * units, dh0->typed_data() + first * units);

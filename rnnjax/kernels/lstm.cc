@@ -56,9 +56,7 @@ ffi::Error LstmForward(ffi::ThreadPool pool, F32Buffer xw, F32Buffer r, F32Buffe
         ForEachBlock(first, end, rows_per_model, [&](int64_t b0, int64_t count) {
           float* __restrict h = h_rows.data() + (b0 - first) * units;
           float* __restrict c = c_rows.data() + (b0 - first) * units;
-          for (int64_t l = 0; l < count; ++l) {
-            std::copy_n(xw.typed_data() + ((b0 + l) * time + t) * width, width, &z[l * width]);
-          }
+          LoadStep(xw.typed_data(), b0, count, time, t, width, z.data());
           AddRecurrentProduct(h, dropout, b0, count,
                               r.typed_data() + (b0 / rows_per_model) * units * width, units,
                               width, 0, 4, scratch.data(), z.data(), width);
@@ -166,9 +164,7 @@ ffi::Error LstmBackward(ffi::ThreadPool pool, F32Buffer dhs, F32Buffer dc_last, 
           AddTransposedProduct(d.data(), width, dropout, b0, count,
                                r_t.data() + (b0 / rows_per_model) * units * width, units, 0, 4,
                                scratch.data(), dh);
-          for (int64_t l = 0; l < count; ++l) {
-            std::copy_n(&d[l * width], width, dz->typed_data() + ((b0 + l) * time + t) * width);
-          }
+          StoreStep(d.data(), b0, count, time, t, width, dz->typed_data());
         });
       }
       std::copy_n(dh_rows.data(), rows * units, dh0->typed_data() + first * units);

@@ -1,7 +1,7 @@
 // What the fused CPU recurrences (lstm.cc, gru.cc, simple_rnn.cc) share: the activations, the
-// blocks of rows and their products with a matrix, the sizes of a call, the optional padding and recurrent-dropout masks,
-// and the split of rows over XLA's thread pool. rnnjax/fused.py compiles the kernels on first use
-// and calls them as XLA FFI custom calls.
+// blocks of rows and their products with a matrix, the sizes of a call, the optional padding and
+// recurrent-dropout masks, and the split of rows over XLA's thread pool. rnnjax/fused.py compiles
+// the kernels on first use and calls them as XLA FFI custom calls.
 //
 // Why kernels: XLA:CPU runs one timestep of a scanned cell as a few dozen tiny kernels on
 // [batch, units] arrays, and that per-kernel cost, not arithmetic, bounds small recurrent models.
@@ -199,6 +199,22 @@ RNNJAX_INLINE void ForEachBlock(int64_t first, int64_t end, int64_t rows_per_mod
     const int64_t count = std::min({kBlockRows, end - b0, model_end - b0});
     block(b0, count);
     b0 += count;
+  }
+}
+
+// Rows b0 .. b0 + count of a [rows, time, width] buffer at step t, as a block [count, width]:
+// LoadStep copies them into the block, StoreStep copies the block back.
+RNNJAX_INLINE void LoadStep(const float* buffer, int64_t b0, int64_t count, int64_t time,
+                            int64_t t, int64_t width, float* block) {
+  for (int64_t l = 0; l < count; ++l) {
+    std::copy_n(buffer + ((b0 + l) * time + t) * width, width, block + l * width);
+  }
+}
+
+RNNJAX_INLINE void StoreStep(const float* block, int64_t b0, int64_t count, int64_t time,
+                             int64_t t, int64_t width, float* buffer) {
+  for (int64_t l = 0; l < count; ++l) {
+    std::copy_n(block + l * width, width, buffer + ((b0 + l) * time + t) * width);
   }
 }
 

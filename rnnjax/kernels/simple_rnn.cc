@@ -29,9 +29,7 @@ ffi::Error SimpleRnnForward(ffi::ThreadPool pool, F32Buffer xw, F32Buffer r, F32
       for (int64_t t = 0; t < time; ++t) {
         ForEachBlock(first, end, rows_per_model, [&](int64_t b0, int64_t count) {
           float* __restrict h = h_rows.data() + (b0 - first) * units;
-          for (int64_t l = 0; l < count; ++l) {
-            std::copy_n(xw.typed_data() + ((b0 + l) * time + t) * units, units, &z[l * units]);
-          }
+          LoadStep(xw.typed_data(), b0, count, time, t, units, z.data());
           AddRecurrentProduct(h, dropout, b0, count,
                               r.typed_data() + (b0 / rows_per_model) * units * units, units,
                               units, 0, 1, scratch.data(), z.data(), units);
@@ -92,9 +90,7 @@ ffi::Error SimpleRnnBackward(ffi::ThreadPool pool, F32Buffer dhs, F32Buffer hs, 
           AddTransposedProduct(d.data(), units, dropout, b0, count,
                                r_t.data() + (b0 / rows_per_model) * units * units, units, 0, 1,
                                scratch.data(), dh);
-          for (int64_t l = 0; l < count; ++l) {
-            std::copy_n(&d[l * units], units, dxw->typed_data() + ((b0 + l) * time + t) * units);
-          }
+          StoreStep(d.data(), b0, count, time, t, units, dxw->typed_data());
         });
       }
       std::copy_n(dh_rows.data(), rows * units, dh0->typed_data() + first * units);
