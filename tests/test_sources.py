@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from caches import fresh_cache
 from data_reference import write_reuters_archive
@@ -115,3 +116,26 @@ def test_an_unwritable_cache_dir_warns_once_and_loads(imdb_data_dir, tmp_path):
     with pytest.warns(UserWarning, match="cannot write the data cache"):
         imdb.load(data_dir=imdb_data_dir, cache_dir=not_a_dir / "cache")
     assert cache.writable(tmp_path) and not cache.writable(read_only)
+
+
+@pytest.fixture
+def numpy_huge_pages():
+    """numpy's huge-page switch (``rnnjax.data.host_memory``) set on for the test, then restored."""
+    switch = np._core.multiarray
+    previous = switch._set_madvise_hugepage(True)
+    yield switch._get_madvise_hugepage
+    switch._set_madvise_hugepage(previous)
+
+
+def test_datasets_are_built_on_ordinary_pages_unless_the_user_chose(
+    imdb_data_dir, tmp_path, monkeypatch, numpy_huge_pages
+):
+    seen = []
+    tokenize = imdb._tokenize
+    monkeypatch.setattr(imdb, "_tokenize", lambda d: seen.append(numpy_huge_pages()) or tokenize(d))
+    monkeypatch.delenv("NUMPY_MADVISE_HUGEPAGE", raising=False)
+    imdb.load(data_dir=imdb_data_dir, cache_dir=tmp_path / "a")
+    assert seen == [False] and numpy_huge_pages()  # off while building, restored after
+    monkeypatch.setenv("NUMPY_MADVISE_HUGEPAGE", "1")
+    imdb.load(data_dir=imdb_data_dir, cache_dir=tmp_path / "b")
+    assert seen == [False, True] and numpy_huge_pages()

@@ -30,6 +30,7 @@ from rnnjax.data.text import (
     decode,
     encode,
     encode_splits,
+    rank_corpus,
     short_rows,
     tokenize,
     tokenize_corpus,
@@ -184,6 +185,26 @@ def test_vocabulary_is_the_reference_ranking_in_any_document_order(docs, rng):
     vocabulary = Vocabulary.from_corpus(tokenize_corpus(" ".join(d) for d in docs))
     assert vocabulary.word_index == reference_word_index(docs)
     assert Vocabulary.from_corpus(tokenize_corpus(" ".join(d) for d in shuffled)) == vocabulary
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    st.lists(
+        st.lists(st.sampled_from("the a film bad good it is".split()), max_size=8), max_size=10
+    ),
+    st.data(),
+)
+def test_ranked_corpus_is_the_reference_ranking_of_its_training_rows(docs, data):
+    rows = data.draw(
+        st.lists(st.sampled_from(range(len(docs))), unique=True) if docs else st.just([])
+    )
+    vocabulary, ranks = rank_corpus(tokenize_corpus(" ".join(d) for d in docs), np.array(rows, int))
+    word_index = reference_word_index([docs[r] for r in rows])
+    assert vocabulary.word_index == word_index
+    chex.assert_type(ranks.values, np.int32)
+    assert [r.tolist() for r in ranks.to_arrays()] == [
+        [word_index.get(w, 0) for w in d] for d in docs
+    ]
 
 
 @pytest.mark.parametrize("num_words, index_from", [(4, 3), (1, 3), (0, 3), (1, 0)])

@@ -35,10 +35,10 @@ from rnnjax.data.text import (
     Corpus,
     IndexConvention,
     TextDataset,
-    Vocabulary,
     check_maxlen,
     dataset_arrays,
     encode_splits,
+    rank_corpus,
     short_rows,
     tokenize_corpus,
 )
@@ -159,8 +159,7 @@ def _encode(
     """The corpus encoded as Keras' ``load_data`` does (module docstring), as cache arrays."""
     corpus = Corpus.from_arrays(arrays)
     num_train, labels = int(arrays["num_train"]), arrays["labels"]
-    vocabulary = Vocabulary.from_corpus(corpus, np.arange(num_train))
-    ranks = vocabulary.ranks(corpus)
+    vocabulary, ranks = rank_corpus(corpus, np.arange(num_train))
     rng = np.random.RandomState(seed)
     splits = []
     for rows in (np.arange(num_train), np.arange(num_train, corpus.tokens.num_rows)):

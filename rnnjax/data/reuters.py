@@ -47,10 +47,10 @@ from rnnjax.data.text import (
     Corpus,
     IndexConvention,
     TextDataset,
-    Vocabulary,
     check_maxlen,
     dataset_arrays,
     encode_splits,
+    rank_corpus,
     short_rows,
     tokenize_corpus,
 )
@@ -264,8 +264,7 @@ def _encode(
             f"empty split ({split} train / {len(rows) - split} test)"
         )
     train_rows, test_rows = rows[:split], rows[split:]
-    vocabulary = Vocabulary.from_corpus(corpus, train_rows)
-    ranks = vocabulary.ranks(corpus)
+    vocabulary, ranks = rank_corpus(corpus, train_rows)
     train, test = encode_splits(
         [ranks.take(train_rows), ranks.take(test_rows)], len(vocabulary), convention
     )

@@ -40,6 +40,7 @@ from google.protobuf.message import DecodeError
 from tensorflow_datasets.proto import tf_example_pb2, tf_feature_pb2
 
 from rnnjax.data import cache
+from rnnjax.data.host_memory import small_pages
 
 # Seconds to wait for a TCP connection before calling a host unreachable. TFDS itself retries a
 # failed connection ten times with exponential backoff (about 200 s), too long for an offline user.
@@ -160,7 +161,8 @@ def cached_dataset(
         name = f"{builder_cls.name}-corpus"
         return encode(cache.cached(name, source, lambda: tokenize(data_dir), cache_dir))
 
-    return cache.cached(builder_cls.name, {**source, **params}, build, cache_dir)
+    with small_pages():  # arrays the size of the corpus, built once (rnnjax.data.host_memory)
+        return cache.cached(builder_cls.name, {**source, **params}, build, cache_dir)
 
 
 def fingerprint(directory: Path) -> list[Any]:

@@ -211,13 +211,17 @@ def _number_tokens(
         keys |= _PADDING[size]
         return keys
 
-    # The first chunks of all tokens are computed twice, block by block, rather than stored.
     blocks = _blocks(len(starts))
-    firsts = np.concatenate([_sorted_distinct(chunk(block, 0)) for block in blocks])
-    rank = _ranker(_sorted_distinct(firsts))
+    firsts = np.empty(len(starts), np.uint64)
+    for block in blocks:
+        firsts[block] = chunk(block, 0)
+    rank = _ranker(
+        _sorted_distinct(np.concatenate([_sorted_distinct(firsts[block]) for block in blocks]))
+    )
     ids = np.empty(len(starts), np.int32)
     for block in blocks:
-        ids[block] = rank(chunk(block, 0))
+        ids[block] = rank(firsts[block])
+    del firsts
     skip, longer = 8, np.flatnonzero(lengths > 8)
     while longer.size:
         pairs = _dense(ids[longer].astype(np.uint64)).astype(np.uint64) << np.uint64(32)
@@ -295,13 +299,7 @@ class Vocabulary:
     @classmethod
     def from_corpus(cls, corpus: Corpus, rows: np.ndarray | None = None) -> Vocabulary:
         """Ranks the words of ``corpus`` (of the documents ``rows`` only, when given)."""
-        tokens = corpus.tokens if rows is None else corpus.tokens.take(rows)
-        counts = np.bincount(tokens.values, minlength=len(corpus.words))
-        # By word, then stably by count: (-count, word) order, without a Python key per word.
-        seen = sorted(np.flatnonzero(counts).tolist(), key=corpus.words.__getitem__)
-        by_word = np.array(seen, np.int64)
-        ranked = by_word[np.argsort(-counts[by_word], kind="stable")].tolist()
-        return cls(tuple(map(corpus.words.__getitem__, ranked)), tuple(counts[ranked].tolist()))
+        return rank_corpus(corpus, rows)[0]
 
     def __len__(self) -> int:
         return len(self.words)
@@ -318,6 +316,33 @@ class Vocabulary:
             map(self.word_index.get, corpus.words, itertools.repeat(0)), np.int32, len(corpus.words)
         )
         return Ragged(lookup[corpus.tokens.values], corpus.tokens.lengths)
+
+
+def rank_corpus(corpus: Corpus, rows: np.ndarray | None = None) -> tuple[Vocabulary, Ragged]:
+    """The vocabulary of ``corpus`` and the rank of each of its tokens in it: equal to
+    ``Vocabulary.from_corpus(corpus, rows)`` and ``.ranks(corpus)``, without a dict of the words.
+
+    Args:
+      corpus: the documents.
+      rows: the documents whose words are ranked (the training split); None for all.
+
+    Returns:
+      The vocabulary, and int32 ragged ``[N, L_i]`` ranks of every document of ``corpus``, 0 for
+      a word that only other documents have.
+    """
+    tokens = corpus.tokens if rows is None else corpus.tokens.take(rows)
+    counts = np.bincount(tokens.values, minlength=len(corpus.words))
+    # By word, then stably by count: (-count, word) order, without a Python key per word.
+    seen = sorted(np.flatnonzero(counts).tolist(), key=corpus.words.__getitem__)
+    by_word = np.array(seen, np.int64)
+    ranked = by_word[np.argsort(-counts[by_word], kind="stable")]
+    rank_of = np.zeros(len(corpus.words), np.int32)
+    rank_of[ranked] = np.arange(1, len(ranked) + 1, dtype=np.int32)
+    ranked = ranked.tolist()
+    vocabulary = Vocabulary(
+        tuple(map(corpus.words.__getitem__, ranked)), tuple(counts[ranked].tolist())
+    )
+    return vocabulary, Ragged(rank_of[corpus.tokens.values], corpus.tokens.lengths)
 
 
 @dataclasses.dataclass(frozen=True)
