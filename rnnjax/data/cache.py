@@ -41,10 +41,11 @@ def default_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "rnnjax"
 
 
-def entry_path(cache_dir: str | os.PathLike[str], name: str, key: Mapping[str, Any]) -> Path:
-    """Where the entry for ``name`` and ``key`` lives."""
+def entry_path(cache_dir: str | os.PathLike[str] | None, name: str, key: Mapping[str, Any]) -> Path:
+    """Where the entry for ``name`` and ``key`` lives (in ``default_dir()`` when ``cache_dir`` is
+    None)."""
     digest = hashlib.sha256(_canonical(key).encode()).hexdigest()[:20]
-    return Path(cache_dir) / f"{name}-{digest}.npz"
+    return Path(cache_dir if cache_dir is not None else default_dir()) / f"{name}-{digest}.npz"
 
 
 def cached(
@@ -61,17 +62,23 @@ def cached(
       build: makes the arrays (a dict of array name to array; no object arrays).
       cache_dir: the cache directory; ``default_dir()`` when None. Created if missing.
     """
-    path = entry_path(cache_dir if cache_dir is not None else default_dir(), name, key)
+    path = entry_path(cache_dir, name, key)
     arrays = read(path, key)
     if arrays is None:
         arrays = build()
-        try:
-            if not writable(path.parent):
-                raise PermissionError("the directory has no write permission")
-            write(path, key, arrays)
-        except OSError as error:
-            _warn_uncached(path.parent, error)
+        store(path, key, arrays)
     return arrays
+
+
+def store(path: Path, key: Mapping[str, Any], arrays: Arrays) -> None:
+    """``write``s the entry where the directory may be written; else warns (once per directory)
+    and goes on without it."""
+    try:
+        if not writable(path.parent):
+            raise PermissionError("the directory has no write permission")
+        write(path, key, arrays)
+    except OSError as error:
+        _warn_uncached(path.parent, error)
 
 
 def writable(directory: Path) -> bool:
@@ -91,7 +98,7 @@ def _warn_uncached(directory: Path, error: OSError) -> None:
         warnings.warn(
             f"cannot write the data cache in {directory} ({error.strerror or error}); continuing "
             "without it (set RNNJAX_CACHE_DIR to a writable directory to cache)",
-            stacklevel=3,
+            stacklevel=4,
         )
 
 
