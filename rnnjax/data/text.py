@@ -299,7 +299,7 @@ class Vocabulary:
     @classmethod
     def from_corpus(cls, corpus: Corpus, rows: np.ndarray | None = None) -> Vocabulary:
         """Ranks the words of ``corpus`` (of the documents ``rows`` only, when given)."""
-        return rank_corpus(corpus, rows)[0]
+        return _vocabulary(corpus, *_ranked_words(corpus, rows))
 
     def __len__(self) -> int:
         return len(self.words)
@@ -330,19 +330,27 @@ def rank_corpus(corpus: Corpus, rows: np.ndarray | None = None) -> tuple[Vocabul
       The vocabulary, and int32 ragged ``[N, L_i]`` ranks of every document of ``corpus``, 0 for
       a word that only other documents have.
     """
+    ranked, counts = _ranked_words(corpus, rows)
+    rank_of = np.zeros(len(corpus.words), np.int32)
+    rank_of[ranked] = np.arange(1, len(ranked) + 1, dtype=np.int32)
+    vocabulary = _vocabulary(corpus, ranked, counts)
+    return vocabulary, Ragged(rank_of[corpus.tokens.values], corpus.tokens.lengths)
+
+
+def _ranked_words(corpus: Corpus, rows: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """int64 ``[W]``: the ids of the words of documents ``rows`` (all when None) in rank order;
+    int64 ``[len(corpus.words)]``: each word's count in those documents."""
     tokens = corpus.tokens if rows is None else corpus.tokens.take(rows)
     counts = np.bincount(tokens.values, minlength=len(corpus.words))
     # By word, then stably by count: (-count, word) order, without a Python key per word.
     seen = sorted(np.flatnonzero(counts).tolist(), key=corpus.words.__getitem__)
     by_word = np.array(seen, np.int64)
-    ranked = by_word[np.argsort(-counts[by_word], kind="stable")]
-    rank_of = np.zeros(len(corpus.words), np.int32)
-    rank_of[ranked] = np.arange(1, len(ranked) + 1, dtype=np.int32)
+    return by_word[np.argsort(-counts[by_word], kind="stable")], counts
+
+
+def _vocabulary(corpus: Corpus, ranked: np.ndarray, counts: np.ndarray) -> Vocabulary:
     ranked = ranked.tolist()
-    vocabulary = Vocabulary(
-        tuple(map(corpus.words.__getitem__, ranked)), tuple(counts[ranked].tolist())
-    )
-    return vocabulary, Ragged(rank_of[corpus.tokens.values], corpus.tokens.lengths)
+    return Vocabulary(tuple(map(corpus.words.__getitem__, ranked)), tuple(counts[ranked].tolist()))
 
 
 @dataclasses.dataclass(frozen=True)
