@@ -120,6 +120,15 @@ class _Store:
         self.seal()
         if step in self.manager.all_steps():
             self.manager.delete(step)  # the same position saved again (a resumed interrupt)
+        # Orbax serializes JSON items in its background thread, after ``save`` returns; the
+        # callers' live lists (History's epochs, the best epochs) would by then hold the next
+        # epoch too. A snapshot taken now is what this step saves.
+        items = {
+            name: ocp.args.JsonSave(json.loads(json.dumps(arg.item)))
+            if isinstance(arg, ocp.args.JsonSave)
+            else arg
+            for name, arg in items.items()
+        }
         self.manager.save(step, args=ocp.args.Composite(**items), metrics=metrics)
 
         def seal_when_committed():

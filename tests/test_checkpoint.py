@@ -1,7 +1,9 @@
 """Checkpoints under damage, loss and misuse, in process: what a resumed ``fit`` trusts, what it
 rewrites, what it refuses; ``load_model`` reads only."""
 
+import json
 import shutil
+import threading
 import warnings
 
 import chex
@@ -11,7 +13,7 @@ import pytest
 from faults import damage, largest_file
 
 from rnnjax import Classifier, LayerSpec, ModelConfig, init_params, losses
-from rnnjax.callbacks import Loop
+from rnnjax.callbacks import Callback, Loop
 from rnnjax.checkpoint import (
     MANIFEST,
     BackupAndRestore,
@@ -206,3 +208,47 @@ def test_early_stopping_on_a_missing_metric_warns_once(splits):
     messages = [str(w.message) for w in caught if "val_loss" in str(w.message)]
     assert len(messages) == 1 and "not available" in messages[0] and "loss" in messages[0]
     assert len(result.history) == 3
+
+
+class _NextEpochLogged(Callback):
+    """Sets ``event`` once ``History`` has logged the second epoch, before that epoch's backup."""
+
+    order = 15  # after History (10), before BackupAndRestore (20)
+
+    def __init__(self, event):
+        self.event = event
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == 1:
+            self.event.set()
+
+
+def test_a_backup_holds_its_own_epoch_when_orbax_writes_it_late(splits, tmp_path, monkeypatch):
+    # Orbax serializes a checkpoint's JSON in a background thread; here that thread is held until
+    # the next epoch is logged, as a loaded machine may do. Each backup must still hold the
+    # history of its own position, or a resume from it repeats an epoch.
+    logged, dumps = threading.Event(), json.dumps
+
+    def late_dumps(value, *args, **kwargs):
+        if threading.current_thread() is not threading.main_thread():
+            logged.wait(timeout=30)
+        return dumps(value, *args, **kwargs)
+
+    monkeypatch.setattr(json, "dumps", late_dumps)
+    (x, y), validation = splits
+    latest = tmp_path / "latest"
+    fit(
+        _state(),
+        x,
+        y,
+        validation_data=validation,
+        epochs=2,
+        batch_size=32,
+        verbose=0,
+        callbacks=[_NextEpochLogged(logged), BackupAndRestore(str(latest))],
+    )
+    monkeypatch.undo()
+    assert logged.is_set()
+    for step in _latest(tmp_path):
+        loop = json.loads((step / "loop" / "metadata").read_text())
+        assert len(loop["callbacks"]["History"]["epochs"]) == loop["epoch"], step.name
