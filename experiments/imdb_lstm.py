@@ -8,6 +8,6 @@ from experiments import LayerSpec, imdb
 EXPERIMENT = imdb("imdb_lstm", __doc__.splitlines()[0], layers=(LayerSpec("lstm", 8),))
 
 if __name__ == "__main__":
-    from rnnjax.cli import main
+    from rnnjax.cli import command
 
-    raise SystemExit(main(EXPERIMENT))
+    command(EXPERIMENT)

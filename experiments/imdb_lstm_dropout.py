@@ -10,6 +10,6 @@ EXPERIMENT = imdb(
 )
 
 if __name__ == "__main__":
-    from rnnjax.cli import main
+    from rnnjax.cli import command
 
-    raise SystemExit(main(EXPERIMENT))
+    command(EXPERIMENT)

@@ -16,6 +16,6 @@ EXPERIMENT = reuters(
 )
 
 if __name__ == "__main__":
-    from rnnjax.cli import main
+    from rnnjax.cli import command
 
-    raise SystemExit(main(EXPERIMENT))
+    command(EXPERIMENT)

@@ -10,11 +10,14 @@ line printed resumes it).
 from __future__ import annotations
 
 import argparse
+import atexit
 import math
+import os
 import shlex
 import signal
 import sys
 import warnings
+from typing import NoReturn
 
 import jax
 
@@ -160,6 +163,23 @@ def main(experiment: Experiment, argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return USAGE_ERROR
+
+
+def command(experiment: Experiment, argv: list[str] | None = None) -> NoReturn:
+    """``python -m experiments.<name>``: ``main``, then the process ends with its status.
+
+    The process ends without tearing the interpreter down (``os._exit`` after the exit
+    handlers): freeing every module and JAX's runtime took 0.7-0.9 s after each run on the
+    development machine, and by then everything the run wrote is closed and in place.
+    """
+    status = main(experiment, argv)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a reader that went away: nothing left to tell it
+            pass
+    atexit._run_exitfuncs()
+    os._exit(status)
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None):

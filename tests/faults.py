@@ -186,6 +186,6 @@ def _leaves_with_path(tree):
 if __name__ == "__main__":
     phase, nth, recipe, *flags = sys.argv[1:]
     install(phase, int(nth))
-    from rnnjax.cli import main
+    from rnnjax.cli import command
 
-    sys.exit(main(importlib.import_module(f"experiments.{recipe}").EXPERIMENT, flags))
+    command(importlib.import_module(f"experiments.{recipe}").EXPERIMENT, flags)

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from experiments.__main__ import recipes
-from rnnjax import LayerSpec
+from rnnjax import LayerSpec, fused
 from rnnjax.cli import main
 
 pytest_plugins = ["data_fixtures"]  # imdb_data_dir
@@ -134,6 +134,38 @@ def test_cli_process_exit_status():
     assert result.stderr.strip() == "error: epochs must be >= 1, got 0"
 
 
+def test_a_recipe_process_runs_its_exit_handlers_and_flushes_its_output(tmp_path):
+    # The command ends the process without tearing the interpreter down; what Python's own exit
+    # would still do (exit handlers, buffered output) must happen.
+    marker = tmp_path / "exit-handler-ran"
+    script = (
+        "import atexit, pathlib, sys\n"
+        f"atexit.register(pathlib.Path({str(marker)!r}).write_text, 'ran')\n"
+        "from experiments.imdb_lstm import EXPERIMENT\n"
+        "from rnnjax.cli import command\n"
+        "sys.stdout.write('unflushed ')\n"
+        "command(EXPERIMENT, sys.argv[1:])\n"
+        "raise AssertionError('command returned')\n"
+    )
+    buffered = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    results = {}
+    for argv, status in [(["--summary"], 0), (["--epochs", "-1"], 2)]:
+        marker.unlink(missing_ok=True)
+        result = subprocess.run(
+            [sys.executable, "-c", script, *argv],
+            cwd=REPO,
+            env=buffered,
+            capture_output=True,
+            text=True,
+        )
+        assert result.returncode == status, result.stderr
+        assert marker.read_text() == "ran"
+        assert result.stdout.startswith("unflushed ")
+        results[argv[0]] = result
+    assert "Total params: 8,809 " in results["--summary"].stdout
+    assert results["--epochs"].stderr.strip() == "error: epochs must be >= 1, got -1"
+
+
 @pytest.mark.parametrize("kind", ["file", "dangling symlink", "special file", "under a file"])
 def test_a_workdir_that_cannot_be_one_exits_2_and_writes_nothing(kind, tmp_path, capsys):
     target = {
@@ -155,6 +187,9 @@ def test_a_workdir_that_cannot_be_one_exits_2_and_writes_nothing(kind, tmp_path,
 def test_absurd_but_valid_values_run(imdb_data_dir, tmp_path, capsys, monkeypatch):
     """Any Python int is a seed; a batch larger than the data is all of it (Keras); a read-only
     cache is skipped with one warning."""
+    # The kernels this session built, loaded before the cache turns read-only: otherwise the first
+    # test of a worker to train builds them again for itself (test_fused checks that path).
+    fused.available()
     cache = tmp_path / "cache"
     cache.mkdir(mode=0o555)
     monkeypatch.setenv("RNNJAX_CACHE_DIR", str(cache))

@@ -33,7 +33,7 @@ OUTPUTS = {
 
 @pytest.fixture(autouse=True)
 def cache_dir(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("RNNJAX_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
+    monkeypatch.setenv("RNNJAX_CACHE_DIR", fresh_cache(tmp_path_factory.getbasetemp() / "cache"))
 
 
 def _data_dir(experiment, request):
