@@ -5,7 +5,7 @@ spends its seconds, measured inside the process without changing what it does.
         [--without CLASS,...] [flags of python -m experiments.RECIPE]
 
 Like ``tests/faults.py`` it replaces functions and callback methods with wrappers, then runs the
-recipe's ``rnnjax.cli.main`` in this process. Each wrapper adds its call's wall seconds to a
+recipe's ``rnnjax.cli.command`` in this process. Each wrapper adds its call's wall seconds to a
 phase. Phases nest: ``run`` and ``fit`` hold the others and keep only the time no inner phase
 took; every other phase keeps the calls inside it (the final evaluations run ``_validate`` too,
 and count as final evaluations). Compilation is JAX's own account (``jax.monitoring`` durations
@@ -131,7 +131,7 @@ def install(clock: Clock, without: set[str]) -> None:
         ]
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str]) -> None:
     out, recipe, *flags = argv
     without = set()
     if flags[:1] == ["--without"]:
@@ -141,27 +141,33 @@ def main(argv: list[str]) -> int:
     module = importlib.import_module(f"experiments.{recipe}")
     from rnnjax import cli
 
-    started = time.time()
-    status = cli.main(module.EXPERIMENT, flags)
-    ended = time.time()
-    with open(out, "w") as f:
-        json.dump(
-            {
-                "status": status,
-                "process_start": float(os.environ.get("RNNJAX_BENCH_START", TOP)),
-                "interpreter_ready": TOP,
-                "main_started": started,
-                "main_ended": ended,
-                "seconds": clock.seconds,
-                "compile_seconds": clock.compile_seconds,
-                "calls": clock.calls,
-                "without": sorted(without),
-            },
-            f,
-            indent=1,
-        )
-    return status
+    timed_main = cli.main
+
+    def main_then_record(*args):
+        started = time.time()
+        status = timed_main(*args)
+        ended = time.time()
+        with open(out, "w") as f:
+            json.dump(
+                {
+                    "status": status,
+                    "process_start": float(os.environ.get("RNNJAX_BENCH_START", TOP)),
+                    "interpreter_ready": TOP,
+                    "main_started": started,
+                    "main_ended": ended,
+                    "seconds": clock.seconds,
+                    "compile_seconds": clock.compile_seconds,
+                    "calls": clock.calls,
+                    "without": sorted(without),
+                },
+                f,
+                indent=1,
+            )
+        return status
+
+    cli.main = main_then_record
+    cli.command(module.EXPERIMENT, flags)  # ends the process as the recipe's command does
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    main(sys.argv[1:])
