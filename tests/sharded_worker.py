@@ -72,9 +72,13 @@ def main():
         def __len__(self):
             return 7
 
-    streamed = fit(state, Shard(), epochs=3, mesh=data_mesh(), verbose=0)
-    results["stream_loss"] = np.asarray(streamed.history.history["loss"])
-    results["stream_auc"] = np.asarray(streamed.history.history["auc"])
+    streams = {"stream": data_mesh()}
+    if not args.processes:
+        streams["one_device_stream"] = None
+    for name, mesh in streams.items():
+        streamed = fit(state, Shard(), epochs=3, mesh=mesh, verbose=0)
+        results[f"{name}_loss"] = np.asarray(streamed.history.history["loss"])
+        results[f"{name}_auc"] = np.asarray(streamed.history.history["auc"])
     for name, mesh in meshes.items():
         result = fit(
             state,

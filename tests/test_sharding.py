@@ -19,25 +19,6 @@ def _env(devices):
     return env
 
 
-@pytest.mark.slow
-def test_four_devices_equal_one(tmp_path):
-    out = tmp_path / "result.npz"
-    completed = subprocess.run(
-        [sys.executable, WORKER, str(out)], env=_env(4), capture_output=True, text=True, timeout=600
-    )
-    assert completed.returncode == 0, completed.stderr
-    with np.load(out) as result:
-        assert int(result["devices"]) == 4
-        np.testing.assert_allclose(result["sharded_loss"], result["single_loss"], atol=1e-5)
-        np.testing.assert_allclose(result["sharded_val_loss"], result["single_val_loss"], atol=1e-5)
-        params = [k for k in result.files if k.startswith("single[")]
-        assert params
-        for key in params:
-            np.testing.assert_allclose(
-                result["sharded" + key[len("single") :]], result[key], atol=1e-5, err_msg=key
-            )
-
-
 def _free_port():
     with socket.socket() as s:
         s.bind(("localhost", 0))
@@ -45,50 +26,40 @@ def _free_port():
 
 
 @pytest.mark.slow
-def test_two_processes_equal_one_device(tmp_path):
-    """Multi-host on one machine: two processes with two CPU devices each, over loopback."""
-    single = tmp_path / "single.npz"
-    completed = subprocess.run(
-        [sys.executable, WORKER, str(single)],
-        env=_env(1),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert completed.returncode == 0, completed.stderr
-    port = _free_port()
-    out = tmp_path / "multi.npz"
+def test_four_devices_and_two_processes_equal_one_device(tmp_path):
+    """Data parallel on four CPU devices in one process, and multi-host on one machine (two
+    processes with two devices each, over loopback), against one device: the three run at once."""
+    one_process, two_processes = tmp_path / "one_process.npz", tmp_path / "two_processes.npz"
+    port = str(_free_port())
+    commands = [([str(one_process)], _env(4))] + [
+        ([str(two_processes), "--process", str(i), "--processes", "2", "--port", port], _env(2))
+        for i in range(2)
+    ]
     workers = [
         subprocess.Popen(
-            [
-                sys.executable,
-                WORKER,
-                str(out),
-                "--process",
-                str(i),
-                "--processes",
-                "2",
-                "--port",
-                str(port),
-            ],
-            env=_env(2),
+            [sys.executable, WORKER, *argv],
+            env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
-        for i in range(2)
+        for argv, env in commands
     ]
     for worker in workers:
         _, stderr = worker.communicate(timeout=600)
         assert worker.returncode == 0, stderr
-    with np.load(out) as multi, np.load(single) as one:
-        assert int(multi["devices"]) == 4
-        np.testing.assert_allclose(multi["sharded_loss"], one["single_loss"], atol=1e-5)
-        # Each process streamed only its share of every batch; metrics are the global ones.
-        np.testing.assert_allclose(multi["stream_loss"], one["stream_loss"], atol=1e-5)
-        np.testing.assert_allclose(multi["stream_auc"], one["stream_auc"], atol=1e-5)
-        for key in one.files:
-            if key.startswith("single["):
+    with np.load(one_process) as one, np.load(two_processes) as two:
+        assert int(one["devices"]) == int(two["devices"]) == 4
+        np.testing.assert_allclose(one["sharded_val_loss"], one["single_val_loss"], atol=1e-5)
+        params = [k for k in one.files if k.startswith("single[")]
+        assert params
+        for run in (one, two):
+            np.testing.assert_allclose(run["sharded_loss"], one["single_loss"], atol=1e-5)
+            for key in params:
                 np.testing.assert_allclose(
-                    multi["sharded" + key[len("single") :]], one[key], atol=1e-5, err_msg=key
+                    run["sharded" + key[len("single") :]], one[key], atol=1e-5, err_msg=key
                 )
+            # Streamed: each process read only its share of every batch; the metrics are the
+            # global ones, as on one device.
+            for name in ("stream_loss", "stream_auc"):
+                np.testing.assert_allclose(run[name], one[f"one_device_{name}"], atol=1e-5)
