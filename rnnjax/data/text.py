@@ -26,13 +26,15 @@ absent from the vocabulary, and the word of rank r has id ``r + index_from`` (3)
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import functools
 import itertools
+import os
 import re
 import string
 from collections.abc import Callable, Iterable, Sequence
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 import numpy as np
 
@@ -158,6 +160,9 @@ _NON_ASCII_SPACE = re.compile("[\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u2
 # costs more in page faults than these steps cost in arithmetic.
 _BLOCK = 1 << 20
 
+T = TypeVar("T")
+R = TypeVar("R")
+
 
 def _token_spans(joined: bytes) -> tuple[np.ndarray, np.ndarray]:
     """``[N]`` starts and lengths of the runs of non-space bytes of ``joined``, which starts and
@@ -167,18 +172,24 @@ def _token_spans(joined: bytes) -> tuple[np.ndarray, np.ndarray]:
     def space(block: slice) -> np.ndarray:  # bool [block + 1]: which bytes are spaces
         return np.frombuffer(joined, np.uint8, block.stop - block.start + 1, block.start) == 32
 
-    count = sum(np.count_nonzero(s[:-1] & ~s[1:]) for s in map(space, blocks))
+    def count(block: slice) -> tuple[int, int]:
+        s = space(block)
+        return np.count_nonzero(s[:-1] & ~s[1:]), np.count_nonzero(~s[:-1] & s[1:])
+
+    counts = np.array(_in_threads(count, blocks), np.int64).reshape(-1, 2)
+    offsets = np.cumsum(counts, axis=0) - counts  # where each block's starts and ends go
     dtype = np.int32 if len(joined) < 2**31 else np.int64
-    starts, ends = np.empty(count, dtype), np.empty(count, dtype)
-    filled_starts = filled_ends = 0
-    for block in blocks:
+    starts, ends = np.empty(counts[:, 0].sum(), dtype), np.empty(counts[:, 1].sum(), dtype)
+
+    def fill(index: int) -> None:
+        block, (start_at, end_at) = blocks[index], offsets[index]
         s = space(block)
         found = np.flatnonzero(s[:-1] & ~s[1:]) + (block.start + 1)
-        starts[filled_starts : filled_starts + len(found)] = found
-        filled_starts += len(found)
+        starts[start_at : start_at + len(found)] = found
         found = np.flatnonzero(~s[:-1] & s[1:]) + (block.start + 1)
-        ends[filled_ends : filled_ends + len(found)] = found
-        filled_ends += len(found)
+        ends[end_at : end_at + len(found)] = found
+
+    _in_threads(fill, range(len(blocks)))
     return starts, np.subtract(ends, starts, out=ends)
 
 
@@ -211,17 +222,7 @@ def _number_tokens(
         keys |= _PADDING[size]
         return keys
 
-    blocks = _blocks(len(starts))
-    firsts = np.empty(len(starts), np.uint64)
-    for block in blocks:
-        firsts[block] = chunk(block, 0)
-    rank = _ranker(
-        _sorted_distinct(np.concatenate([_sorted_distinct(firsts[block]) for block in blocks]))
-    )
-    ids = np.empty(len(starts), np.int32)
-    for block in blocks:
-        ids[block] = rank(firsts[block])
-    del firsts
+    ids = _dense_in_blocks(lambda block: chunk(block, 0), len(starts))
     skip, longer = 8, np.flatnonzero(lengths > 8)
     while longer.size:
         pairs = _dense(ids[longer].astype(np.uint64)).astype(np.uint64) << np.uint64(32)
@@ -230,6 +231,7 @@ def _number_tokens(
         skip += 8
         longer = longer[lengths[longer] > skip]
     first = np.full(ids.max() + 1, len(ids), np.int64)
+    blocks = _blocks(len(ids))
     for block in blocks:
         np.minimum.at(first, ids[block], np.arange(block.start, block.stop))
     first = np.sort(first[first < len(ids)])
@@ -238,6 +240,25 @@ def _number_tokens(
     for block in blocks:
         ids[block] = number[ids[block]]
     return ids, first
+
+
+def _dense_in_blocks(keys: Callable[[slice], np.ndarray], n: int) -> np.ndarray:
+    """``_dense`` of ``n`` uint64 keys made block by block (``keys(block)``), in threads."""
+    blocks = _blocks(n)
+    all_keys = np.empty(n, np.uint64)
+
+    def fill_keys(block: slice) -> np.ndarray:
+        all_keys[block] = keys(block)
+        return _sorted_distinct(all_keys[block])
+
+    rank = _ranker(_sorted_distinct(np.concatenate(_in_threads(fill_keys, blocks))))
+    ranks = np.empty(n, np.int32)
+
+    def fill_ranks(block: slice) -> None:
+        ranks[block] = rank(all_keys[block])
+
+    _in_threads(fill_ranks, blocks)
+    return ranks
 
 
 def _dense(keys: np.ndarray) -> np.ndarray:
@@ -282,6 +303,16 @@ def _sorted_distinct(values: np.ndarray) -> np.ndarray:
 def _blocks(n: int) -> list[slice]:
     """``[0, n)`` in slices of ``_BLOCK``."""
     return [slice(low, min(low + _BLOCK, n)) for low in range(0, n, _BLOCK)]
+
+
+def _in_threads(function: Callable[[T], R], items: Sequence[T]) -> list[R]:
+    """``[function(item) for item in items]``, on a thread per core: the numpy steps above
+    release the GIL, and each block writes only its own slice of the results."""
+    if len(items) < 2:
+        return [function(item) for item in items]
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    with concurrent.futures.ThreadPoolExecutor(min(len(items), cores or 1)) as pool:
+        return list(pool.map(function, items))
 
 
 @dataclasses.dataclass(frozen=True)
