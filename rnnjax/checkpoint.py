@@ -4,8 +4,10 @@
 
 Layout: ``<ModelCheckpoint dir>/<epoch>/`` holds ``params`` (and ``model_state`` when the model
 has one), the monitored value as Orbax metrics and an optional JSON ``config`` that rebuilds the
-model; ``<BackupAndRestore dir>/<step>/`` holds the ``TrainState``, the loop's position and every
-callback's state; the two newest are kept.
+model; ``<BackupAndRestore dir>/<step>/`` holds ``arrays`` (the ``TrainState``, the callbacks'
+weights and a partial epoch's statistics, one Orbax item: fewer files per save, measured 0.5-1.3 s
+less for a 41-epoch recipe) and ``loop`` (JSON: the loop's position and every callback's state);
+the two newest are kept.
 
 Integrity. Orbax writes each checkpoint in a temporary directory and renames it when complete, so
 a crash mid-save leaves the previous one intact. After Orbax has committed a checkpoint, a
@@ -312,7 +314,8 @@ class BackupAndRestore(Callback):
     the same outputs).
 
     Raises (from ``fit``):
-      CheckpointError: backups exist, none is intact, and some are damaged.
+      CheckpointError: backups exist, none is intact, and some are damaged; or the backup is
+        in the layout of an earlier rnnjax (one Orbax item per array tree).
       ValueError: the backup was made with another batch size, seed or data size.
     """
 
@@ -360,6 +363,12 @@ class BackupAndRestore(Callback):
 
     def _restore(self, step: int) -> None:
         loop = self.loop
+        if not os.path.isdir(os.path.join(self._store.step_dir(step), "arrays")):
+            raise CheckpointError(
+                f"{self._store.step_dir(step)} is a backup in the layout of an earlier rnnjax "
+                "(one item per array tree); resume it with that version, or start a new run "
+                "(another --workdir)"
+            )
         saved = self._store.restore(step, {"loop": ocp.args.JsonRestore()})["loop"]
         _check_schedule(saved["schedule"], loop.schedule, self.directory)
         if not saved["stop_training"] and saved["epoch"] > loop.epochs:
@@ -367,15 +376,14 @@ class BackupAndRestore(Callback):
                 f"the run in {self.directory} has done {saved['epoch']} epochs; resume it with "
                 f"epochs >= {saved['epoch']}, not {loop.epochs}"
             )
-        items = {"state": ocp.args.StandardRestore(_abstract(loop.state))}
+        like = {"state": _abstract(loop.state)}
         params_like = _abstract(loop.state.params)
         model_state_like = _abstract(loop.state.model_state)
         for name in saved["arrays"]:
-            like = model_state_like if name.startswith("model_state") else params_like
-            items[name] = ocp.args.StandardRestore(like)
+            like[name] = model_state_like if name.startswith("model_state") else params_like
         if saved["epoch_stats"]:
-            items["epoch_stats"] = ocp.args.StandardRestore(_abstract(loop.epoch_stats))
-        restored = self._store.restore(step, items)
+            like["epoch_stats"] = _abstract(loop.epoch_stats)
+        restored = self._store.restore(step, {"arrays": ocp.args.StandardRestore(like)})["arrays"]
         loop.state = restored["state"]
         loop.epoch, loop.step = saved["epoch"], saved["step"]
         loop.stop_training = saved["stop_training"]
@@ -416,8 +424,11 @@ class BackupAndRestore(Callback):
             state = callback.checkpoint_state()
             if state:
                 callbacks[key] = _pack(state, arrays)
+        trees = {"state": loop.state, **arrays}
+        if epoch_stats is not None:
+            trees["epoch_stats"] = epoch_stats
         items = {
-            "state": ocp.args.StandardSave(loop.state),
+            "arrays": ocp.args.StandardSave(trees),
             "loop": ocp.args.JsonSave(
                 {
                     "epoch": position[0],
@@ -430,9 +441,6 @@ class BackupAndRestore(Callback):
                 }
             ),
         }
-        items.update({name: ocp.args.StandardSave(tree) for name, tree in arrays.items()})
-        if epoch_stats is not None:
-            items["epoch_stats"] = ocp.args.StandardSave(epoch_stats)
         self._store.save(int(loop.state.step), items)
 
     def checkpoint_state(self) -> dict:

@@ -20,6 +20,7 @@ from rnnjax.checkpoint import (
     CheckpointError,
     ModelCheckpoint,
     load_model,
+    write_manifest,
 )
 from rnnjax.early_stopping import EarlyStopping
 from rnnjax.optimizers import rmsprop
@@ -101,13 +102,13 @@ def _assert_same(result, reference, directory):
 @pytest.mark.parametrize(
     "target, how",
     [
-        (lambda step: largest_file(step / "state"), "xor"),
-        (lambda step: largest_file(step / "state"), "truncate"),
+        (lambda step: largest_file(step / "arrays"), "xor"),
+        (lambda step: largest_file(step / "arrays"), "truncate"),
         (lambda step: step / "loop", "delete"),
         (lambda step: step / MANIFEST, "delete"),
         (lambda step: step / MANIFEST, "xor"),
     ],
-    ids=["state-xor", "state-truncated", "loop-deleted", "manifest-deleted", "manifest-garbled"],
+    ids=["arrays-xor", "arrays-truncated", "loop-deleted", "manifest-deleted", "manifest-garbled"],
 )
 def test_resume_falls_back_from_a_damaged_newest_checkpoint(
     splits, reference, tmp_path, target, how
@@ -127,8 +128,20 @@ def test_resume_refuses_when_no_checkpoint_is_intact(splits, reference, tmp_path
     directory = tmp_path / "checkpoints"
     shutil.copytree(reference[0], directory)
     for step in _latest(directory):
-        damage(largest_file(step / "state"), "xor")
+        damage(largest_file(step / "arrays"), "xor")
     with pytest.raises(CheckpointError, match="no intact checkpoint.*differs from its checksum"):
+        _fit(directory, splits)
+
+
+def test_resume_refuses_a_backup_in_an_earlier_layout(splits, reference, tmp_path):
+    # An intact backup whose arrays are not the one item this version writes (earlier rnnjax
+    # versions wrote `state` and one item per callback weight): one line, not Orbax's error.
+    directory = tmp_path / "checkpoints"
+    shutil.copytree(reference[0], directory)
+    for step in _latest(directory):
+        (step / "arrays").rename(step / "state")
+        write_manifest(str(step))
+    with pytest.raises(CheckpointError, match="layout of an earlier rnnjax.*another --workdir"):
         _fit(directory, splits)
 
 

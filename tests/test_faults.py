@@ -127,7 +127,7 @@ def test_a_damaged_latest_checkpoint_falls_back_to_the_previous_one(cli, referen
     shutil.copytree(reference[0], workdir)
     (workdir / "metrics.json").unlink()
     newest = workdir / "checkpoints" / "latest" / str(latest_steps(workdir)[-1])
-    damage(largest_file(newest / "state"), "xor")
+    damage(largest_file(newest / "arrays"), "xor")
     resumed = cli(workdir, "--resume")
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming from latest/" in resumed.stderr and str(newest.name) in resumed.stderr
@@ -138,7 +138,7 @@ def test_no_intact_checkpoint_is_one_line_naming_the_damage(cli, reference, tmp_
     workdir = tmp_path / "run"
     shutil.copytree(reference[0], workdir)
     for step in latest_steps(workdir):
-        damage(largest_file(workdir / "checkpoints" / "latest" / str(step) / "state"), "xor")
+        damage(largest_file(workdir / "checkpoints" / "latest" / str(step) / "arrays"), "xor")
     resumed = cli(workdir, "--resume")
     assert resumed.returncode == 2
     assert resumed.stderr.count("\n") == 1 and "differs from its checksum" in resumed.stderr
