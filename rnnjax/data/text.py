@@ -160,8 +160,8 @@ _NON_ASCII_SPACE = re.compile("[\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u2
 # costs more in page faults than these steps cost in arithmetic.
 _BLOCK = 1 << 20
 
-T = TypeVar("T")
-R = TypeVar("R")
+_Item = TypeVar("_Item")
+_Result = TypeVar("_Result")
 
 
 def _token_spans(joined: bytes) -> tuple[np.ndarray, np.ndarray]:
@@ -305,7 +305,7 @@ def _blocks(n: int) -> list[slice]:
     return [slice(low, min(low + _BLOCK, n)) for low in range(0, n, _BLOCK)]
 
 
-def _in_threads(function: Callable[[T], R], items: Sequence[T]) -> list[R]:
+def _in_threads(function: Callable[[_Item], _Result], items: Sequence[_Item]) -> list[_Result]:
     """``[function(item) for item in items]``, on a thread per core: the numpy steps above
     release the GIL, and each block writes only its own slice of the results."""
     if len(items) < 2:
