@@ -80,14 +80,25 @@ def padding_mask(ids: Array, padding_id: int = 0) -> Array:
     return ids != padding_id
 
 
-def _as_carry(cell: RecurrentCell, initial_state: Array | Sequence[Array], dtype: Any) -> Carry:
+def _as_carry(
+    cell: RecurrentCell, initial_state: Array | Sequence[Array], batch_size: int, dtype: Any
+) -> Carry:
     states = (initial_state,) if hasattr(initial_state, "ndim") else tuple(initial_state)
     if len(states) != cell.num_states:
         raise ValueError(
             f"{type(cell).__name__} has {cell.num_states} state(s) (Keras order "
             f"{'[h, c]' if cell.num_states == 2 else '[h]'}), got {len(states)} initial states"
         )
-    return tuple(jnp.asarray(state).astype(dtype) for state in states)
+    states = tuple(jnp.asarray(state).astype(dtype) for state in states)
+    # Checked here for every path: the fused kernels read [batch, units] floats per state
+    # whatever the shape they are given.
+    expected = [state.shape for state in cell.zero_carry(batch_size, dtype)]
+    if [state.shape for state in states] != expected:
+        raise ValueError(
+            f"initial states of {type(cell).__name__} must have shapes {expected} ([batch, "
+            f"units]), got {[state.shape for state in states]}"
+        )
+    return states
 
 
 class RNN(nn.Module):
@@ -177,7 +188,7 @@ class RNN(nn.Module):
         carry = (
             cell.zero_carry(batch_size, dtype)
             if initial_state is None
-            else _as_carry(cell, initial_state, dtype)
+            else _as_carry(cell, initial_state, batch_size, dtype)
         )
 
         input_masks = recurrent_masks = None

@@ -149,6 +149,25 @@ def test_initial_state(kind, rng):
         )
 
 
+@pytest.mark.parametrize("implementation", ["scan", "auto"])
+@pytest.mark.parametrize(
+    "shape", [(1, U), (B, U - 1), (B - 1, U), (U,), (B, U, 1)], ids=lambda s: str(list(s))
+)
+def test_initial_states_of_another_shape_are_refused(implementation, shape, rng):
+    """A state that is not ``[batch, units]`` is an error on every path (the fused kernels would
+    otherwise read ``batch * units`` floats from a smaller buffer), also inside Bidirectional."""
+    x = _inputs(rng)
+    layer = RNN(LSTMCell(U), implementation=implementation)
+    variables = layer.init(jax.random.key(0), x)
+    wrong = [jnp.ones(shape, jnp.float32), jnp.ones((B, U), jnp.float32)]
+    with pytest.raises(ValueError, match=r"must have shapes \[\(3, 4\), \(3, 4\)\]"):
+        layer.apply(variables, x, initial_state=wrong)
+    both = Bidirectional(RNN(LSTMCell(U), implementation=implementation))
+    variables = both.init(jax.random.key(0), x)
+    with pytest.raises(ValueError, match="must have shapes"):
+        both.apply(variables, x, initial_state=[*wrong, *wrong])
+
+
 def test_go_backwards_twice_is_identity_on_reversed_input(rng):
     x = _inputs(rng)
     layer = RNN(GRUCell(U), return_sequences=True, go_backwards=True)
