@@ -85,11 +85,13 @@ class Loop:
         """Whether this process writes files and prints (process 0 of a multi-host run)."""
         return jax.process_index() == 0
 
-    def snapshot_params(self) -> Any:
-        """A copy of the current parameters that outlives the next epoch (which donates the
-        state's buffers); callbacks that keep weights of the same epoch share one copy."""
+    def snapshot_weights(self) -> tuple[Any, Any]:
+        """Copies of the current ``(params, model_state)`` that outlive the next epoch (which
+        donates the state's buffers): Keras' weights, non-trainable ones (batch statistics)
+        included. Callbacks that keep weights of the same epoch share one copy."""
         if self._snapshot is None or self._snapshot[0] != int(self.state.step):
-            self._snapshot = (int(self.state.step), jax.tree.map(jnp.copy, self.state.params))
+            weights = (self.state.params, self.state.model_state)
+            self._snapshot = (int(self.state.step), jax.tree.map(jnp.copy, weights))
         return self._snapshot[1]
 
     def monitor_direction(self, monitor: str, mode: str = "auto") -> str:

@@ -255,8 +255,7 @@ class ModelCheckpoint(Callback):
         if current is not None:
             self.best = float(current)
         self.best_epoch = epoch
-        self._best_params = self.loop.snapshot_params()
-        self._best_model_state = self.loop.state.model_state
+        self._best_params, self._best_model_state = self.loop.snapshot_weights()
         self._save()
 
     def _save(self):

@@ -104,9 +104,11 @@ class EarlyStopping(Callback):
 
     Each epoch's end applies the rule (``EarlyStoppingState``) to ``logs[monitor]`` and sets
     ``loop.stop_training`` when it says so; with ``restore_best_weights`` it keeps the best
-    epoch's weights and puts them back into ``loop.state`` at the end of training (Keras 3: even
-    without a stop). ``mode="auto"`` takes the direction of the monitored metric (losses
-    decrease). ``verbose=1`` prints Keras' two messages. ``state`` is the rule's record.
+    epoch's weights (``params`` and ``model_state``, e.g. batch statistics, as Keras'
+    ``get_weights`` holds non-trainable weights) and puts them back into ``loop.state`` at the
+    end of training (Keras 3: even without a stop). ``mode="auto"`` takes the direction of the
+    monitored metric (losses decrease). ``verbose=1`` prints Keras' two messages. ``state`` is
+    the rule's record.
     """
 
     def __init__(
@@ -132,12 +134,13 @@ class EarlyStopping(Callback):
         )
         self.state = EarlyStoppingState(**self._config)  # checks the arguments
         self.best_weights: Any = None
+        self.best_model_state: Any = None
         self._warned = False
 
     def on_train_begin(self, logs=None):
         direction = self.loop.monitor_direction(self.monitor, self.mode)
         self.state = EarlyStoppingState(direction=direction, **self._config)
-        self.best_weights = None
+        self.best_weights = self.best_model_state = None
 
     def on_epoch_end(self, epoch, logs=None):
         current = (logs or {}).get(self.monitor)
@@ -150,7 +153,7 @@ class EarlyStopping(Callback):
             )
         self.state = self.state.update(epoch, None if current is None else float(current))
         if self.state.improved and self.restore_best_weights:
-            self.best_weights = self.loop.snapshot_params()
+            self.best_weights, self.best_model_state = self.loop.snapshot_weights()
         if self.state.stop_training:
             self.loop.stop_training = True
 
@@ -165,7 +168,11 @@ class EarlyStopping(Callback):
                     "Restoring model weights from the end of the best epoch: "
                     f"{self.state.best_epoch + 1}."
                 )
-            self.loop.state = self.loop.state.replace(params=self.best_weights)
+            state = self.loop.state
+            model_state = self.best_model_state
+            if model_state is None:
+                model_state = state.model_state
+            self.loop.state = state.replace(params=self.best_weights, model_state=model_state)
 
     @property
     def stopped_epoch(self) -> int:
@@ -181,9 +188,12 @@ class EarlyStopping(Callback):
             "state": dataclasses.asdict(self.state),
             "warned": self._warned,
             "best_weights": self.best_weights,
+            "model_state": self.best_model_state or None,
         }
 
     def restore_state(self, state):
         self.state = EarlyStoppingState(**state["state"])
         self._warned = state["warned"]
         self.best_weights = state["best_weights"]
+        # None: the model has no other collections, or the backup was made before they were kept.
+        self.best_model_state = state.get("model_state")

@@ -2,6 +2,7 @@
 checkpoints, NaN handling, and ``fit``/``evaluate``/``predict`` for models that are not the
 tutorials' (regression, sequence labelling, several inputs and outputs, weights)."""
 
+import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -18,8 +19,8 @@ from rnnjax import (
     losses,
     metrics,
 )
-from rnnjax.callbacks import LambdaCallback, TerminateOnNaN
-from rnnjax.checkpoint import ModelCheckpoint, load_model
+from rnnjax.callbacks import Callback, LambdaCallback, TerminateOnNaN
+from rnnjax.checkpoint import BackupAndRestore, ModelCheckpoint, load_model
 from rnnjax.early_stopping import EarlyStopping
 from rnnjax.optimizers import adam, rmsprop
 from rnnjax.train import evaluate, fit, predict
@@ -418,3 +419,49 @@ def test_mutable_collections_update_in_training_only():
     assert not np.allclose(moved, 0.0)
     again = evaluate(result.state, x, y)  # inference reads the running averages, keeps them
     assert np.isfinite(again["loss"])
+
+
+def test_restoring_the_best_weights_restores_the_batch_statistics_too(tmp_path):
+    """Keras' ``restore_best_weights`` sets every weight, the non-trainable moving statistics
+    too; also when the best epoch comes back from a backup (a run extended by a second ``fit``).
+    """
+    x = np.random.default_rng(0).normal(size=(64, 3)).astype(np.float32) * 3 + 1
+    y = x.sum(1, keepdims=True)
+    model = WithBatchNorm()
+    variables = model.init(jax.random.key(0), x[:2])
+    state = TrainState.create(
+        model=model,
+        params=variables["params"],
+        model_state={"batch_stats": variables["batch_stats"]},
+        tx=adam(1e-2),
+        loss="mse",
+    )
+
+    class Judge(Callback):  # a made-up validation loss: epoch 1 (0-based) is the best
+        def __init__(self):
+            self.weights = []
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs["val_loss"] = [0.5, 0.1, 0.6, 0.7][epoch]
+            self.weights.append(
+                jax.device_get((self.loop.state.params, self.loop.state.model_state))
+            )
+
+    def run(epochs, *extra):
+        judge = Judge()
+        callbacks = [judge, EarlyStopping(patience=5, restore_best_weights=True), *extra]
+        result = fit(state, x, y, epochs=epochs, batch_size=16, verbose=0, callbacks=callbacks)
+        return result.state, judge.weights
+
+    final, weights = run(4)
+    chex.assert_trees_all_equal((final.params, final.model_state), weights[1])
+    assert not np.array_equal(
+        weights[1][1]["batch_stats"]["BatchNorm_0"]["mean"],
+        weights[3][1]["batch_stats"]["BatchNorm_0"]["mean"],
+    )
+
+    backup = str(tmp_path / "backup")
+    run(2, BackupAndRestore(backup))  # epochs 0 and 1, the best last
+    extended, later = run(4, BackupAndRestore(backup))  # epochs 2 and 3 after the backup
+    assert len(later) == 2
+    chex.assert_trees_all_equal((extended.params, extended.model_state), weights[1])
