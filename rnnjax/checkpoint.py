@@ -131,7 +131,10 @@ class _Store:
             else arg
             for name, arg in items.items()
         }
-        self.manager.save(step, args=ocp.args.Composite(**items), metrics=metrics)
+        # ``force``: without it Orbax skips, silently, a step at or below the newest one on disk,
+        # which a later ``fit`` of a ModelCheckpoint (or one replacing another run's
+        # checkpoints) saves. ``max_to_keep`` keeps the newest saves in the order they were made.
+        self.manager.save(step, args=ocp.args.Composite(**items), metrics=metrics, force=True)
 
         def seal_when_committed():
             self.manager.wait_until_finished()
@@ -176,7 +179,8 @@ class ModelCheckpoint(Callback):
     ``save_best_only=True`` keeps only the best epoch by ``monitor`` (Keras' rule: the first epoch
     always saves, even NaN; later ones when strictly better than the best so far, or
     ``initial_value_threshold``; a missing monitor warns once and saves); otherwise the newest
-    epoch is kept. ``config`` (JSON) is stored beside the weights so ``load_model`` can rebuild
+    epoch is kept. As in Keras, ``best`` is kept across ``fit`` calls of one instance: a later
+    ``fit`` saves only what beats it, and its save replaces the earlier one. ``config`` (JSON) is stored beside the weights so ``load_model`` can rebuild
     the model; a run's experiment config does this. ``verbose=1`` prints Keras' messages.
 
     A directory holding another run's checkpoints is an error before the first epoch, unless a
@@ -211,14 +215,14 @@ class ModelCheckpoint(Callback):
 
     def on_train_begin(self, logs=None):
         self._direction = self.loop.monitor_direction(self.monitor, self.mode)
-        options = {"max_to_keep": 1}
-        if self.save_best_only:
-            options.update(best_fn=lambda m: m[self.monitor], best_mode=self._direction)
-        self._store = _Store(self.directory, **options)
-        self.best, self.best_epoch = self.initial_value_threshold, None
-        self._best_params = self._best_model_state = None
-        # Checkpoints of another run are an error, unless a restored backup claims them.
-        self._foreign = [] if self.overwrite else self._store.steps()
+        # The callback saves only what it keeps (with save_best_only, improvements only): the
+        # newest save is the one to keep, and it replaces the previous one once committed.
+        self._store = _Store(self.directory, max_to_keep=1)
+        # Keras keeps ``best`` across ``fit`` calls of one instance, so the directory may hold
+        # this instance's own epoch. Others are another run's: an error, unless a restored
+        # backup claims them or ``overwrite`` says to replace them.
+        own = [] if self.best_epoch is None else [self.best_epoch]
+        self._foreign = [] if self.overwrite else [s for s in self._store.steps() if s not in own]
 
     def on_epoch_begin(self, epoch, logs=None):
         if self._foreign:

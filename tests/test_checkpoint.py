@@ -179,6 +179,84 @@ def test_a_fresh_run_refuses_another_runs_best_checkpoints(splits, reference, tm
         _fit(directory, splits)
 
 
+class _ValidationLosses(Callback):
+    """Puts made-up validation losses into the logs, one per epoch, across ``fit`` calls."""
+
+    def __init__(self, *values):
+        self.values = iter(values)
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs["val_loss"] = next(self.values)
+
+
+def test_a_second_fit_keeps_the_best_of_the_first(splits, tmp_path):
+    """Keras keeps ``ModelCheckpoint.best`` across ``fit`` calls of one instance: epochs of the
+    second ``fit`` that are worse save nothing, a better one (a lower epoch number here) replaces
+    the first ``fit``'s checkpoint."""
+    (x, y), _ = splits
+    best = ModelCheckpoint(str(tmp_path / "best"), save_best_only=True)
+    first = fit(
+        _state(),
+        x,
+        y,
+        epochs=2,
+        batch_size=32,
+        verbose=0,
+        callbacks=[_ValidationLosses(0.3, 0.2), best],
+    )
+    assert (best.best, _steps(tmp_path / "best")) == (0.2, [tmp_path / "best" / "1"])
+    fit(
+        first.state,
+        x,
+        y,
+        epochs=2,
+        batch_size=32,
+        verbose=0,
+        callbacks=[_ValidationLosses(0.9, 0.8), best],
+    )
+    assert (best.best, _steps(tmp_path / "best")) == (0.2, [tmp_path / "best" / "1"])
+    chex.assert_trees_all_equal(
+        load_model(str(tmp_path / "best"), _state()).params, first.state.params
+    )
+    second = fit(
+        first.state,
+        x,
+        y,
+        epochs=1,
+        batch_size=32,
+        verbose=0,
+        callbacks=[_ValidationLosses(0.1), best],
+    )
+    assert (best.best, _steps(tmp_path / "best")) == (0.1, [tmp_path / "best" / "0"])
+    chex.assert_trees_all_equal(
+        load_model(str(tmp_path / "best"), _state()).params, second.state.params
+    )
+
+
+def test_overwrite_replaces_another_runs_later_checkpoint(splits, reference, tmp_path):
+    """``overwrite=True``: this run's best replaces the other run's checkpoint, also when that
+    one is of a later epoch (Orbax would skip a lower step unasked) or better by its value."""
+    (x, y), _ = splits
+    directory = tmp_path / "best"
+    shutil.copytree(reference[0] / "best", directory)
+    (theirs,) = _steps(directory)
+    assert int(theirs.name) > 0
+    result = fit(
+        _state(),
+        x,
+        y,
+        epochs=1,
+        batch_size=32,
+        verbose=0,
+        callbacks=[
+            _ValidationLosses(9.0),
+            ModelCheckpoint(str(directory), save_best_only=True, overwrite=True),
+        ],
+    )
+    assert _steps(directory) == [directory / "0"]
+    chex.assert_trees_all_equal(load_model(str(directory), _state()).params, result.state.params)
+
+
 def test_a_second_user_of_a_checkpoint_directory_is_refused(tmp_path):
     loop = Loop(state=_state(), epochs=1, steps_per_epoch=1)
     first, second = (BackupAndRestore(str(tmp_path / "latest")) for _ in range(2))
