@@ -119,20 +119,27 @@ class Loop:
 
     @learning_rate.setter
     def learning_rate(self, value: float) -> None:
-        hyperparams = dict(_hyperparams(self.state))
+        hyperparams = dict(_hyperparams(self.state, setting=True))
         old = hyperparams["learning_rate"]
         hyperparams["learning_rate"] = jnp.asarray(value, jnp.asarray(old).dtype)
         opt_state = self.state.opt_state._replace(hyperparams=hyperparams)
         self.state = self.state.replace(opt_state=opt_state)
 
 
-def _hyperparams(state: TrainState) -> dict:
+def _hyperparams(state: TrainState, setting: bool = False) -> dict:
     hyperparams = getattr(state.opt_state, "hyperparams", None)
     if not isinstance(hyperparams, dict) or "learning_rate" not in hyperparams:
         raise ValueError(
             "this callback sets the learning rate, which needs an optimizer made with "
             "optax.inject_hyperparams (rnnjax.rmsprop, adam and sgd are; wrap your own: "
             "optax.inject_hyperparams(optax.adam)(learning_rate=1e-3))"
+        )
+    # optax recomputes a scheduled rate at every step, over whatever a callback set.
+    if setting and "learning_rate" in getattr(state.opt_state, "hyperparams_states", {}):
+        raise ValueError(
+            "this callback sets the learning rate, but the optimizer's learning_rate is an optax "
+            "schedule, which sets it at every step; give the optimizer a number "
+            "(learning_rate=1e-3) or leave the rate to the schedule"
         )
     return hyperparams
 
@@ -505,12 +512,15 @@ class LearningRateScheduler(Callback):
         self.schedule = schedule
         self.verbose = verbose
 
+    def on_train_begin(self, logs=None):
+        _hyperparams(self.loop.state, setting=True)
+
     def on_epoch_begin(self, epoch, logs=None):
         try:
             lr = self.schedule(epoch, self.loop.learning_rate)
         except TypeError:  # a one-argument schedule, as Keras allows
             lr = self.schedule(epoch)
-        if not isinstance(lr, (float, int, np.floating, np.integer)) and np.ndim(lr) != 0:
+        if np.asarray(lr).dtype.kind not in "fiu" or np.ndim(lr) != 0:  # a real number
             raise ValueError(f"the schedule must return a float, got {lr!r}")
         self.loop.learning_rate = float(lr)
         if self.verbose and self.loop.primary:
@@ -550,6 +560,7 @@ class ReduceLROnPlateau(Callback):
         self._warned = False
 
     def on_train_begin(self, logs=None):
+        _hyperparams(self.loop.state, setting=True)
         self.best, self.wait, self.cooldown_counter = None, 0, 0
 
     def on_epoch_end(self, epoch, logs=None):

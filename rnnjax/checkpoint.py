@@ -180,8 +180,9 @@ class ModelCheckpoint(Callback):
     always saves, even NaN; later ones when strictly better than the best so far, or
     ``initial_value_threshold``; a missing monitor warns once and saves); otherwise the newest
     epoch is kept. As in Keras, ``best`` is kept across ``fit`` calls of one instance: a later
-    ``fit`` saves only what beats it, and its save replaces the earlier one. ``config`` (JSON) is stored beside the weights so ``load_model`` can rebuild
-    the model; a run's experiment config does this. ``verbose=1`` prints Keras' messages.
+    ``fit`` saves only what beats it, and its save replaces the earlier one. ``config`` (JSON)
+    is stored beside the weights so ``load_model`` can rebuild the model; a run's experiment
+    config does this. ``verbose=1`` prints Keras' messages.
 
     A directory holding another run's checkpoints is an error before the first epoch, unless a
     restored ``BackupAndRestore`` claims them (then the directory is made to hold exactly the

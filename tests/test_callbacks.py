@@ -225,6 +225,29 @@ def test_learning_rate_callbacks_need_an_injectable_optimizer(data):
             verbose=0,
             callbacks=[LearningRateScheduler(lambda e: 1.0)],
         )
+    # A scheduled rate is recomputed by optax at every step: a callback setting it would be
+    # ignored, so both callbacks refuse it before the first epoch.
+    scheduled = _state(tx=optax.inject_hyperparams(optax.sgd)(optax.constant_schedule(0.1)))
+    seen = []
+    for callback in (LearningRateScheduler(lambda e: 0.0), ReduceLROnPlateau("loss")):
+        started = LambdaCallback(on_epoch_begin=lambda epoch, logs: seen.append(epoch))
+        with pytest.raises(ValueError, match="learning_rate is an optax schedule"):
+            fit(scheduled, ids, labels, epochs=1, verbose=0, callbacks=[callback, started])
+        assert seen == []
+
+
+@pytest.mark.parametrize("value", [None, "0.1", True, [0.1], float])
+def test_a_schedule_that_returns_no_number_is_refused(data, value):
+    ids, labels = data
+    with pytest.raises(ValueError, match="the schedule must return a float"):
+        fit(
+            _state(),
+            ids,
+            labels,
+            epochs=1,
+            verbose=0,
+            callbacks=[LearningRateScheduler(lambda e: value)],
+        )
 
 
 def _read_events(directory):
