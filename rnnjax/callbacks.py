@@ -161,9 +161,17 @@ class Callback:
 
     def on_epoch_end(self, epoch: int, logs: Logs | None = None) -> None: ...
 
-    def on_train_batch_begin(self, batch: int, logs: Logs | None = None) -> None: ...
+    def on_train_batch_begin(self, batch: int, logs: Logs | None = None) -> None:
+        self.on_batch_begin(batch, logs)
 
-    def on_train_batch_end(self, batch: int, logs: Logs | None = None) -> None: ...
+    def on_train_batch_end(self, batch: int, logs: Logs | None = None) -> None:
+        self.on_batch_end(batch, logs)
+
+    def on_batch_begin(self, batch: int, logs: Logs | None = None) -> None:
+        """Keras' older name for ``on_train_batch_begin``, which calls it."""
+
+    def on_batch_end(self, batch: int, logs: Logs | None = None) -> None:
+        """Keras' older name for ``on_train_batch_end``, which calls it."""
 
     def on_test_begin(self, logs: Logs | None = None) -> None: ...
 
@@ -424,9 +432,10 @@ class LambdaCallback(Callback):
     ``LambdaCallback(on_epoch_end=lambda epoch, logs: print(epoch, logs["loss"]))``."""
 
     def __init__(self, **hooks: Callable[..., Any]):
-        unknown = set(hooks) - set(CallbackList.HOOKS)
+        known = (*CallbackList.HOOKS, "on_batch_begin", "on_batch_end")
+        unknown = set(hooks) - set(known)
         if unknown:
-            raise ValueError(f"unknown hooks {sorted(unknown)}; use {CallbackList.HOOKS}")
+            raise ValueError(f"unknown hooks {sorted(unknown)}; use {known}")
         for name, function in hooks.items():
             setattr(self, name, function)
 

@@ -163,13 +163,13 @@ def fit(
     chunk = _chunk_size(steps_per_execution, progbar, train.steps)
 
     try:
-        callback_list.on_train_begin()
+        callback_list.on_train_begin({})
         logs: dict[str, Any] = {}
         for epoch in range(loop.epoch, epochs):
             if loop.stop_training:  # restored from a backup of a run that had stopped
                 break
             loop.epoch = epoch
-            callback_list.on_epoch_begin(epoch)
+            callback_list.on_epoch_begin(epoch, {})
             logs = _train_epoch(loop, train, epoch, chunk, callback_list)
             if loop.interrupted:
                 break
@@ -190,7 +190,7 @@ def _train_epoch(loop: Loop, train, epoch: int, chunk: int | None, callback_list
     returns the epoch's (running) training logs."""
     for batches, start, stop, offset in train.chunks(epoch, loop.step, chunk):
         while start < stop:  # a non-finite loss ends a call early: the rest runs on from there
-            callback_list.on_train_batch_begin(offset + start)
+            callback_list.on_train_batch_begin(offset + start, {})
             state, stats, done = _train_steps(loop.state, loop.epoch_stats, batches, start, stop)
             loop.state, loop.epoch_stats, start = state, stats, int(done)
             loop.step = offset + start
@@ -203,13 +203,13 @@ def _train_epoch(loop: Loop, train, epoch: int, chunk: int | None, callback_list
 
 
 def _validate(state, validation, zeros, callback_list) -> dict[str, Any]:
-    callback_list.on_test_begin()
-    stats = _fresh(zeros)
+    callback_list.on_test_begin({})
+    stats, logs = _fresh(zeros), {}
     for batches, start, stop, offset in validation.chunks(0, 0, None):
-        callback_list.on_test_batch_begin(offset + start)
+        callback_list.on_test_batch_begin(offset + start, {})
         stats = _eval_steps(state, stats, batches, start, stop)
-        callback_list.on_test_batch_end(offset + stop - 1)
-    logs = objective.to_logs(objective.results(stats))
+        logs = objective.to_logs(objective.results(stats))
+        callback_list.on_test_batch_end(offset + stop - 1, logs)
     callback_list.on_test_end(logs)
     return {f"val_{k}": v for k, v in logs.items()}
 

@@ -14,6 +14,7 @@ import pytest
 from rnnjax import Classifier, LayerSpec, ModelConfig, init_params, losses
 from rnnjax.callbacks import (
     Callback,
+    CallbackList,
     CSVLogger,
     LambdaCallback,
     LearningRateScheduler,
@@ -108,6 +109,54 @@ def test_hooks_run_in_keras_order_once_per_chunk(data):
         "test_end ['accuracy', 'loss']",
         "epoch_end 0 ['accuracy', 'loss', 'val_accuracy', 'val_loss']",
         "train_end",
+    ]
+
+
+def test_every_hook_gets_a_logs_dict_and_the_old_batch_names_are_called(data):
+    """Keras' ``CallbackList`` hands every hook a logs dict (``{}`` where nothing is logged yet),
+    so the tutorials' ``LambdaCallback(on_train_begin=lambda logs: ...)`` works;
+    ``on_train_batch_*`` forward to the older ``on_batch_*``."""
+    calls = []
+
+    def record(hook):
+        def hook_function(*args):  # ``logs`` positional: it must be passed
+            *index, logs = args
+            assert isinstance(logs, dict), (hook, logs)
+            calls.append((hook, *index, sorted(logs)))
+
+        return hook_function
+
+    ids, labels = data
+    hooks = (*CallbackList.HOOKS, "on_batch_begin", "on_batch_end")
+    recorder = LambdaCallback(**{hook: record(hook) for hook in hooks})
+
+    class OldNames(Callback):  # a subclass overriding only the old names
+        def on_batch_end(self, batch, logs=None):
+            calls.append(("subclass on_batch_end", batch, sorted(logs)))
+
+    fit(
+        _state(),
+        ids,
+        labels,
+        validation_data=(ids, labels),
+        batch_size=32,
+        epochs=1,
+        verbose=0,
+        callbacks=[recorder, OldNames()],
+    )
+    metrics = ["accuracy", "loss"]
+    assert calls == [
+        ("on_train_begin", []),
+        ("on_epoch_begin", 0, []),
+        ("on_train_batch_begin", 0, []),
+        ("on_train_batch_end", 1, metrics),
+        ("subclass on_batch_end", 1, metrics),
+        ("on_test_begin", []),
+        ("on_test_batch_begin", 0, []),
+        ("on_test_batch_end", 1, metrics),
+        ("on_test_end", metrics),
+        ("on_epoch_end", 0, metrics + ["val_accuracy", "val_loss"]),
+        ("on_train_end", metrics + ["val_accuracy", "val_loss"]),
     ]
 
 
