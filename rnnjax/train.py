@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
+import numbers
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -65,7 +66,7 @@ def fit(
     batch_size: int | None = None,
     epochs: int = 1,
     verbose: int | str = "auto",
-    callbacks: Sequence[Callback] = (),
+    callbacks: Sequence[Callback] | Callback | None = None,
     validation_split: float = 0.0,
     validation_data: Any = None,
     shuffle: bool = True,
@@ -74,7 +75,7 @@ def fit(
     seed: int = 0,
     steps_per_epoch: int | None = None,
     validation_batch_size: int | None = None,
-    validation_freq: int = 1,
+    validation_freq: int | Sequence[int] = 1,
     steps_per_execution: int | str = "auto",
     mesh: Mesh | None = None,
 ) -> FitResult:
@@ -92,8 +93,8 @@ def fit(
         nowhere, so every step has one compiled shape.
       epochs: the epoch to end at (Keras: an end index; a resumed run continues to it).
       verbose: 0 silent, 1 (``"auto"``) Keras' progress bar, 2 one line per epoch.
-      callbacks: ``rnnjax.callbacks.Callback``s, run in order before rnnjax's ``History`` and
-        ``ProgbarLogger``.
+      callbacks: ``rnnjax.callbacks.Callback``s (or one), run in order before rnnjax's
+        ``History`` and ``ProgbarLogger``.
       validation_split: the last fraction of the arrays (before shuffling) held out for
         validation, as Keras does.
       validation_data: ``(x, y)`` or ``(x, y, sample_weight)`` arrays, or a data source;
@@ -104,9 +105,10 @@ def fit(
         not with ``sample_weight``, one output only).
       sample_weight: ``[N]`` per example, or ``[N, T]`` per step of per-step targets.
       seed: the shuffling seed (any Python int); dropout keys come from the state's ``rng``.
-      steps_per_epoch: for a source without a length: steps that make an epoch.
+      steps_per_epoch: for a source without a length: steps that make an epoch (arrays make
+        ``ceil(N / batch_size)``).
       validation_batch_size: default ``batch_size``.
-      validation_freq: validate every this many epochs.
+      validation_freq: validate every this many epochs, or after the epochs (1-based) listed.
       steps_per_execution: steps per compiled call; ``"auto"``: the whole epoch, or about
         1/20 of it while a progress bar is drawn live. Callbacks' ``on_train_batch_*`` run
         between calls.
@@ -116,13 +118,14 @@ def fit(
     Returns:
       A ``FitResult``.
     """
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+    if isinstance(epochs, bool) or not isinstance(epochs, numbers.Integral) or epochs < 1:
         raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
+    epochs = int(epochs)
     verbose = _verbosity(verbose)
     if not 0 <= validation_split < 1:
         raise ValueError(f"validation_split must be in [0, 1), got {validation_split}")
-    if validation_freq < 1:
-        raise ValueError(f"validation_freq must be >= 1, got {validation_freq}")
+    validates = _validation_epochs(validation_freq)
+    callbacks = [callbacks] if isinstance(callbacks, Callback) else list(callbacks or ())
     if state.tx is None or not state.objective.loss:
         raise ValueError(
             "fit needs a state with an optimizer and a loss: TrainState.create(tx=, loss=)"
@@ -138,6 +141,12 @@ def fit(
         train = Stream(x, steps_per_epoch=steps_per_epoch, sharding=sharding)
         schedule = {"source": type(x).__name__}
     else:
+        if steps_per_epoch is not None:
+            raise ValueError(
+                "steps_per_epoch is for a data source without a length; arrays make epochs of "
+                "ceil(N / batch_size) steps (give fewer examples, a larger batch_size, or the "
+                "arrays as a source: rnnjax.streams)"
+            )
         data = _arrays(x, y, sample_weight, class_weight, "training data")
         _check(state, data, "training data")
         if validation_split:
@@ -148,6 +157,8 @@ def fit(
             place(to_device(data)), batch_size, seed_key(seed), shuffle=shuffle, sharding=sharding
         )
         schedule = {"batch_size": batch_size, "seed": int(seed), "examples": train.n}
+    if validation_batch_size is not None:
+        validation_batch_size = check_batch_size(validation_batch_size)
     validation = _validation(
         validation_data, validation_batch_size or batch_size, place, sharding, state=state
     )
@@ -173,7 +184,7 @@ def fit(
             logs = _train_epoch(loop, train, epoch, chunk, callback_list)
             if loop.interrupted:
                 break
-            if validation is not None and (epoch + 1) % validation_freq == 0:
+            if validation is not None and validates(epoch + 1):
                 logs |= _validate(loop.state, validation, zeros, callback_list)
             callback_list.on_epoch_end(epoch, logs)
             loop.epoch, loop.step, loop.epoch_stats = epoch + 1, 0, _fresh(zeros)
@@ -222,7 +233,7 @@ def evaluate(
     batch_size: int | None = None,
     sample_weight: Any = None,
     steps: int | None = None,
-    callbacks: Sequence[Callback] = (),
+    callbacks: Sequence[Callback] | Callback | None = None,
     mesh: Mesh | None = None,
 ) -> dict[str, float]:
     """Keras' ``model.evaluate(..., return_dict=True)``: the loss and metrics over ``x``/``y``
@@ -233,7 +244,8 @@ def evaluate(
     validation = _validation(data, batch_size, place, sharding, steps, state=state)
     zeros = _zero_stats(state, validation.example_batches())
     loop = Loop(state=state, epochs=1, steps_per_epoch=validation.steps)
-    callback_list = CallbackList(list(callbacks), loop)
+    callbacks = [callbacks] if isinstance(callbacks, Callback) else list(callbacks or ())
+    callback_list = CallbackList(callbacks, loop)
     logs = _validate(state, validation, zeros, callback_list)
     return {k.removeprefix("val_"): v for k, v in logs.items()}
 
@@ -255,6 +267,8 @@ def predict(
         source = Stream(x, steps_per_epoch=steps, sharding=sharding, inputs_only=True)
     else:
         _check(state, {"x": x}, "predict data")
+        if num_examples({"x": x}, "predict data") == 0:
+            raise ValueError("predict data is empty")
         batch_size = check_batch_size(32 if batch_size is None else batch_size)
         source = Stream(ArrayBatches({"x": x}, batch_size), sharding=sharding, inputs_only=True)
     pieces = []
@@ -362,6 +376,22 @@ def _validation(data, batch_size, place, sharding, steps=None, state=None):
     batch_size = check_batch_size(32 if batch_size is None else batch_size)
     # Streamed in chunks of one shape: validation, test and any other split share one compile.
     return Stream(ArrayBatches(arrays, batch_size), sharding=sharding)
+
+
+def _validation_epochs(validation_freq: int | Sequence[int]) -> Callable[[int], bool]:
+    """Keras' ``validation_freq``: an int validates every that many epochs, a list after the
+    (1-based) epochs it names."""
+    if isinstance(validation_freq, numbers.Integral) and not isinstance(validation_freq, bool):
+        if validation_freq < 1:
+            raise ValueError(f"validation_freq must be >= 1, got {validation_freq}")
+        return lambda epoch: epoch % validation_freq == 0
+    if isinstance(validation_freq, (list, tuple)) and all(
+        isinstance(e, numbers.Integral) and not isinstance(e, bool) for e in validation_freq
+    ):
+        return set(validation_freq).__contains__
+    raise ValueError(
+        f"validation_freq must be an int or a list of epochs (1-based), got {validation_freq!r}"
+    )
 
 
 def _placement(mesh: Mesh | None):

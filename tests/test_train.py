@@ -207,11 +207,35 @@ def test_bad_arguments(splits):
         (dict(validation_split=1.0), r"validation_split must be in \[0, 1\)"),
         (dict(steps_per_execution=0), "steps_per_execution must be >= 1"),
         (dict(class_weight={0: 1.0}, sample_weight=np.ones(203)), "not both"),
+        (dict(validation_batch_size=0, validation_split=0.2), "batch_size must be a positive"),
+        (dict(validation_freq=0), "validation_freq must be >= 1"),
+        (dict(validation_freq="2"), "validation_freq must be an int or a list"),
+        (dict(steps_per_epoch=2), "steps_per_epoch is for a data source without a length"),
     ):
         with pytest.raises(ValueError, match=message):
             fit(_state(), x, y, **({"verbose": 0} | kwargs))
     with pytest.raises(ValueError, match="needs a state with an optimizer and a loss"):
         fit(TrainState.create(model=Classifier(CONFIG), params=_state().params), x, y)
+    module = Classifier(CONFIG)  # as an apply function: no input check of its own
+
+    def apply(params, model_state, ids, *, training, rngs):
+        return module.apply({"params": params}, ids, training=training, rngs=rngs), model_state
+
+    with pytest.raises(ValueError, match="predict data is empty"):
+        predict(_state().replace(model=apply), x[:0])
+
+
+def test_keras_forms_of_the_arguments(splits):
+    """What Keras accepts: ``callbacks=None`` or one callback, numpy integers for ``epochs``, a
+    list of (1-based) epochs to validate after as ``validation_freq``."""
+    (x, y), validation = splits
+    ends = []
+    one = LambdaCallback(on_epoch_end=lambda epoch, logs: ends.append(epoch))
+    options = dict(batch_size=64, verbose=0, validation_data=validation)
+    fit(_state(), x, y, epochs=np.int64(2), callbacks=one, **options)
+    assert ends == [0, 1]
+    result = fit(_state(), x, y, epochs=3, callbacks=None, validation_freq=[1, 3], **options)
+    assert ["val_loss" in logs for logs in result.history.epochs] == [True, False, True]
 
 
 def test_a_loss_the_model_cannot_use_is_refused(splits):
