@@ -327,7 +327,7 @@ class ProgbarLogger(Callback):
         self.verbose = verbose
         self.stream = stream
         self._start = self._after_first = self._last_draw = 0.0
-        self._steps_done = 0
+        self._steps_done = self._first_steps = 0
 
     @property
     def live(self) -> bool:
@@ -343,7 +343,7 @@ class ProgbarLogger(Callback):
         if self.loop.epochs > 1:
             self.print(f"Epoch {epoch + 1}/{self.loop.epochs}")
         self._start = self._last_draw = time.perf_counter()
-        self._after_first = 0.0
+        self._after_first, self._first_steps = 0.0, 0
         self._steps_done = self.loop.step
 
     def on_train_batch_end(self, batch, logs=None):
@@ -367,7 +367,7 @@ class ProgbarLogger(Callback):
     def _per_step(self, now: float) -> float:
         # Keras leaves the first (compiling) step out of the time per step when it can.
         later = self._steps_done - self._first_steps
-        if later > 0:
+        if self._after_first and later > 0:
             return (now - self._after_first) / later
         return (now - self._start) / max(self._steps_done, 1)
 

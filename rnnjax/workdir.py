@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 import socket
+import stat
 import sys
 import tempfile
 
@@ -171,7 +172,19 @@ def _lock(path: str) -> int:
     """An open descriptor of ``path`` holding an exclusive ``flock``; the holder's description is
     written into the file for the next one to name."""
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            # Never through a link: root would write the holder's description into its target.
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        except OSError as error:
+            if error.errno != errno.ELOOP:
+                raise
+            fd = -1
+        if fd < 0 or not stat.S_ISREG(os.fstat(fd).st_mode):
+            if fd >= 0:
+                os.close(fd)
+            raise WorkdirError(
+                f"{path} is not a regular file (a link or a device); remove it, then run again"
+            )
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as error:

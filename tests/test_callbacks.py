@@ -360,3 +360,21 @@ def test_progress_verbose_2_is_one_keras_line_an_epoch(data):
     assert head == "4/4" and rest[0].endswith("s") and rest[1].endswith("/step")
     assert rest[2:] == ["accuracy: 0.7500", "loss: 0.5000", "val_loss: 1.0000e-04"]
     assert stream.getvalue() == ""
+
+
+@pytest.mark.parametrize("verbose", [1, 2])
+def test_progress_of_an_epoch_resumed_after_its_last_step(verbose):
+    """A Ctrl-C after an epoch's last step saves that position; the resumed epoch runs no step
+    and only ends (validation, callbacks): its progress line still prints."""
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    progbar = ProgbarLogger(verbose, stream=Terminal())
+    loop = _loop()
+    loop.epochs, loop.steps_per_epoch, loop.step = 2, 4, 4
+    progbar.set_loop(loop)
+    progbar.on_epoch_begin(1)
+    progbar.on_epoch_end(1, {"loss": 0.5})
+    assert progbar.stream.getvalue().splitlines()[-1].startswith("4/4")

@@ -201,3 +201,20 @@ def test_a_live_run_is_named_and_a_killed_one_is_stale(
     resumed = cli(workdir, "--resume")
     assert resumed.returncode == 0, resumed.stderr
     assert_same_run(workdir, reference)
+
+
+@pytest.mark.parametrize("target", ["a file", "nothing"])
+def test_a_claim_file_that_is_a_link_is_refused_and_its_target_untouched(tmp_path, target):
+    """As root, opening a linked claim file would write the run's description into any file on
+    the machine (or create one); a link in its place is refused, whatever it points to."""
+    from rnnjax.workdir import CLAIM_FILE, Claim, WorkdirError
+
+    victim = tmp_path / "victim"
+    if target == "a file":
+        victim.write_text("precious")
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    (workdir / CLAIM_FILE).symlink_to(victim)
+    with pytest.raises(WorkdirError, match="is not a regular file"):
+        Claim.hold(str(workdir))
+    assert (victim.read_text() == "precious") if target == "a file" else not victim.exists()
