@@ -26,6 +26,7 @@ Shape letters: B batch, T time, U units, G gates (4 LSTM, 3 GRU, 1 SimpleRNN).
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import functools
 import hashlib
@@ -45,6 +46,7 @@ from jax.sharding import PartitionSpec
 
 from rnnjax.cells import Array, Carry, GRUCell, LSTMCell, RecurrentCell, SimpleRNNCell
 from rnnjax.data.cache import writable
+from rnnjax.workdir import write_atomic
 
 KERNELS = Path(__file__).with_name("kernels")
 TARGETS = {
@@ -103,15 +105,41 @@ def _compile(compiler: str, flags: list[str], output: Path) -> None:
     failures = []
     for command, process in jobs:
         _, errors = process.communicate()
+        _check_compiled(command, process.returncode, errors)
         if process.returncode != 0:
             failures.append(f"{' '.join(command)} failed:\n{errors[-2000:]}")
     if failures:
-        raise RuntimeError("\n".join(failures))
+        raise _Rejected("\n".join(failures))
     objects = [command[-1] for command, _ in jobs]
     command = [compiler, *flags, *objects, "-o", str(output)]
     result = subprocess.run(command, capture_output=True, text=True)
+    _check_compiled(command, result.returncode, result.stderr)
     if result.returncode != 0:
-        raise RuntimeError(f"{' '.join(command)} failed:\n{result.stderr[-2000:]}")
+        raise _Rejected(f"{' '.join(command)} failed:\n{result.stderr[-2000:]}")
+
+
+class _Rejected(RuntimeError):
+    """The compiler ran and refused (a flag it lacks, say): fewer flags may do."""
+
+
+def _check_compiled(command: list[str], returncode: int, errors: str) -> None:
+    # Stopped by a signal (a Ctrl-C reaches the compiler too): not a verdict on the flags, so no
+    # lesser build is made and cached in its place.
+    if returncode < 0:
+        raise RuntimeError(f"{command[0]} was stopped by signal {-returncode}: {errors[-500:]}")
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _intact(library: Path) -> bool:
+    """Whether ``library`` is the file its build recorded beside it: a truncated library would
+    crash the process when loaded, an emptied one would fail to load on every run."""
+    try:
+        return library.with_suffix(".sha256").read_text() == _digest(library)
+    except OSError:
+        return False
 
 
 def _build() -> Path:
@@ -126,7 +154,7 @@ def _build() -> Path:
         )
     ).hexdigest()[:16]
     library = cache_dir() / f"recurrence_cpu_{key}.so"
-    if library.exists():
+    if _intact(library):
         return library
     try:
         if not writable(library.parent):
@@ -140,7 +168,9 @@ def _build() -> Path:
             "writable directory to keep them)",
             stacklevel=3,
         )
-        library = Path(tempfile.mkdtemp(prefix="rnnjax-kernels-")) / library.name
+        private = tempfile.mkdtemp(prefix="rnnjax-kernels-")
+        atexit.register(shutil.rmtree, private, ignore_errors=True)  # loaded by then
+        library = Path(private) / library.name
     with tempfile.TemporaryDirectory(dir=library.parent) as scratch:
         partial = Path(scratch) / library.name
         # The loops are a few vectors long: 256-bit vectors leave no scalar remainders for
@@ -149,10 +179,11 @@ def _build() -> Path:
             try:
                 _compile(compiler, [*base_flags, *extra], partial)
                 break
-            except RuntimeError:
+            except _Rejected:
                 if not extra:
                     raise
         os.replace(partial, library)  # atomic: concurrent first uses never load half a file
+    write_atomic(str(library.with_suffix(".sha256")), _digest(library))
     return library
 
 

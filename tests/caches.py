@@ -15,5 +15,6 @@ def fresh_cache(path: Path) -> str:
     path.mkdir(parents=True, exist_ok=True)
     if fused.available():
         library = fused._build()  # built (or found) in this process's cache by available()
-        shutil.copy2(library, path / library.name)
+        for built in (library, library.with_suffix(".sha256")):  # the library and its digest
+            shutil.copy2(built, path / built.name)
     return str(path)

@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import chex
 import jax
@@ -642,12 +643,18 @@ print(layer.apply(layer.init(jax.random.key(0), x), x).shape)
     assert not any((tmp_path / "cache").glob("*.so"))
 
 
+def _fake_compiler(tmp_path, body: str) -> Path:
+    """A stand-in for ``c++``: ``body`` runs with ``$out`` the ``-o`` path (given last)."""
+    compiler = tmp_path / "fake-c++"
+    compiler.write_text(f"#!/bin/sh\nfor a; do out=$a; done\n{body}\n")
+    compiler.chmod(0o755)
+    return compiler
+
+
 def test_a_read_only_kernel_cache_builds_for_the_process_and_says_so(tmp_path, monkeypatch):
     """The build goes to a private temporary directory (still fast, not cached), with one
     warning; the read-only cache is left as it was (mode bits honoured for root too)."""
-    compiler = tmp_path / "fake-c++"
-    compiler.write_text('#!/bin/sh\nfor a; do out=$a; done\ntouch "$out"\n')  # "-o" path last
-    compiler.chmod(0o755)
+    compiler = _fake_compiler(tmp_path, 'touch "$out"')
     cache = tmp_path / "cache"
     cache.mkdir(mode=0o555)
     monkeypatch.setenv("CXX", str(compiler))
@@ -655,6 +662,44 @@ def test_a_read_only_kernel_cache_builds_for_the_process_and_says_so(tmp_path, m
     with pytest.warns(UserWarning, match="cannot write the kernel cache"):
         library = fused._build()
     assert library.exists() and cache not in library.parents and list(cache.iterdir()) == []
+
+
+@pytest.mark.parametrize("damage", ["truncated", "emptied", "digest lost"])
+def test_a_damaged_cached_library_is_built_again(tmp_path, monkeypatch, damage):
+    """A truncated library would crash the process in ``dlopen`` and an empty one fail to load
+    on every run; each build records the library's digest, and a library that differs from it
+    (or has none) is built again."""
+    builds = tmp_path / "builds"
+    compiler = _fake_compiler(
+        tmp_path, f'echo build >> {builds}; head -c 4096 /dev/urandom > "$out"'
+    )
+    monkeypatch.setenv("CXX", str(compiler))
+    monkeypatch.setenv("RNNJAX_CACHE_DIR", str(tmp_path / "cache"))
+    library = fused._build()
+    compiled = builds.read_text().count("build")  # the objects and the link
+    assert fused._build() == library and builds.read_text().count("build") == compiled
+    if damage == "truncated":
+        library.write_bytes(library.read_bytes()[:1000])
+    elif damage == "emptied":
+        library.write_bytes(b"")
+    else:
+        library.with_suffix(".sha256").unlink()
+    assert fused._build() == library and builds.read_text().count("build") == 2 * compiled
+    assert len(library.read_bytes()) == 4096
+
+
+def test_a_compiler_stopped_by_a_signal_caches_no_lesser_build(tmp_path, monkeypatch):
+    """A Ctrl-C reaches the compiler too; its death is not the compiler refusing a flag, so no
+    build without that flag is made and cached in place of the full one."""
+    compiler = _fake_compiler(
+        tmp_path,
+        'case "$*" in *prefer-vector-width*) kill -INT $$;; esac\n: > "$out"',
+    )
+    monkeypatch.setenv("CXX", str(compiler))
+    monkeypatch.setenv("RNNJAX_CACHE_DIR", str(tmp_path / "cache"))
+    with pytest.raises(RuntimeError, match="stopped by signal 2"):
+        fused._build()
+    assert not list((tmp_path / "cache").glob("*.so"))
 
 
 def test_the_build_depends_on_every_kernel_source():
