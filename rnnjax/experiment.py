@@ -25,7 +25,7 @@ import numpy as np
 
 from rnnjax import losses, metrics
 from rnnjax.batches import seed_key
-from rnnjax.callbacks import HistoryFile, Interrupt, TerminateOnNaN
+from rnnjax.callbacks import Callback, HistoryFile, Interrupt, TerminateOnNaN
 from rnnjax.checkpoint import MANIFEST, BackupAndRestore, ModelCheckpoint
 from rnnjax.data import imdb, pad_sequences, reuters, train_validation_split
 from rnnjax.early_stopping import EarlyStopping
@@ -279,12 +279,18 @@ def run(
     claim = Claim.acquire(workdir, resume=resume)
     try:
         if resume:
-            _check_same_experiment(os.path.join(workdir, "config.json"), experiment)
+            saved_epochs = _check_same_experiment(os.path.join(workdir, "config.json"), experiment)
         # Before anything is written: missing data, then an implementation that cannot run.
         splits = _checked(experiment, load_splits(experiment.data, data_dir, manual_dir, prepare))
         state = create_state(experiment, train.seed, implementation=implementation)
-        _write_run_files(experiment, workdir)
         callbacks = _callbacks(experiment, workdir, quiet, resume, should_stop)
+        if resume:
+            # Once the backup is restored (a refused resume leaves the files as they were); a
+            # run that had stopped keeps the budget it ran with.
+            budget = dataclasses.replace(train, epochs=max(saved_epochs, train.epochs))
+            callbacks.append(_RunFiles(dataclasses.replace(experiment, train=budget), workdir))
+        else:
+            _write_run_files(experiment, workdir)
         result = fit(
             state,
             splits.train[0],
@@ -393,9 +399,24 @@ def _has_checkpoint(workdir: str) -> bool:
     )
 
 
-def _write_run_files(experiment: Experiment, workdir: str) -> None:
-    """The run's config, summary and model diagram (rewritten identically by a resumed run)."""
-    write_atomic(os.path.join(workdir, "config.json"), json.dumps(experiment.to_dict(), indent=1))
+class _RunFiles(Callback):
+    """Writes a resumed run's files once its backup is restored: a refused resume (a smaller
+    epoch budget than the run has done) leaves them as they were."""
+
+    order = BackupAndRestore.order + 1
+
+    def __init__(self, experiment: Experiment, workdir: str):
+        self.experiment, self.workdir = experiment, workdir
+
+    def on_train_begin(self, logs=None):
+        _write_run_files(self.experiment, self.workdir)
+
+
+def _write_run_files(experiment: Experiment, workdir: str, ensemble: dict | None = None) -> None:
+    """The run's config (with ``ensemble``, the models of a ``run_ensemble``), summary and model
+    diagram (rewritten identically by a resumed run)."""
+    config = experiment.to_dict() | ({"ensemble": ensemble} if ensemble else {})
+    write_atomic(os.path.join(workdir, "config.json"), json.dumps(config, indent=1))
     seq_len = experiment.data.maxlen
     write_atomic(os.path.join(workdir, "summary.txt"), summary(experiment.model, seq_len) + "\n")
     write_atomic(os.path.join(workdir, "model.png"), model_png(experiment.model, seq_len))
@@ -431,7 +452,8 @@ def run_ensemble(
             [create_state(experiment, seed, lr, implementation=implementation) for seed, lr in runs]
         )
         splits = _checked(experiment, load_splits(experiment.data, data_dir, manual_dir, prepare))
-        _write_run_files(experiment, workdir)
+        ensemble = {"seeds": [seed for seed, _ in runs], "learning_rates": [lr for _, lr in runs]}
+        _write_run_files(experiment, workdir, ensemble)
         result = fit_ensemble(
             states,
             splits.train[0],
@@ -499,17 +521,25 @@ def run_ensemble(
     return metrics
 
 
-def _check_same_experiment(config_path: str, experiment: Experiment) -> None:
-    """A resumed run must be the saved run's experiment; only its epoch budget may change."""
+def _check_same_experiment(config_path: str, experiment: Experiment) -> int:
+    """A resumed run must be the saved run's experiment; only its epoch budget may change.
+    Returns the saved budget."""
     try:
         with open(config_path) as f:
             saved = json.load(f)
+        saved_epochs = int(saved["train"]["epochs"])
         saved["train"]["epochs"] = experiment.train.epochs
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise ValueError(
             f"cannot resume: {config_path!r} is unreadable or damaged ({error}); start a new run "
             "(another --workdir)"
         ) from None
+    if "ensemble" in saved:
+        raise ValueError(
+            f"cannot resume: {os.path.dirname(config_path)!r} holds a run of several models "
+            "(--num-seeds, --learning-rates), which cannot be resumed; start it again in a new "
+            "--workdir"
+        )
     # JSON has no tuples: compare through a JSON round trip.
     current = json.loads(json.dumps(experiment.to_dict()))
     if saved != current:
@@ -518,3 +548,4 @@ def _check_same_experiment(config_path: str, experiment: Experiment) -> None:
             f"cannot resume: the run in {os.path.dirname(config_path)!r} used a different "
             f"{', '.join(changed)} config; resume with the same flags or use a new --workdir"
         )
+    return saved_epochs

@@ -242,3 +242,10 @@ def test_num_seeds_leaves_diverged_models_out_of_the_mean(imdb_data_dir, tmp_pat
     assert metrics["diverged"] == 1
     assert metrics["test_accuracy_mean"] == pytest.approx(healthy["test_accuracy"])
     assert metrics["test_accuracy_std"] == 0.0
+    # Such a run cannot be resumed: --resume without the grid flags is refused, not a new
+    # single run written over the grid's outputs.
+    files = {p.name: p.read_bytes() for p in (tmp_path / "grid").iterdir() if p.is_file()}
+    resume = ["--workdir", str(tmp_path / "grid"), "--data-dir", str(imdb_data_dir), "--resume"]
+    assert main(_experiment("imdb_gru"), [*resume, "--quiet", "--epochs", "2"]) == 2
+    assert "holds a run of several models" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in (tmp_path / "grid").iterdir() if p.is_file()} == files

@@ -103,10 +103,11 @@ def test_resuming_a_stopped_run_trains_nothing_more(cli, reference, tmp_path):
     shutil.copytree(reference[0], workdir)
     (workdir / "metrics.json").unlink()  # as if killed during the final evaluation
     before = latest_steps(workdir)
-    resumed = cli(workdir, "--resume")
+    resumed = cli(workdir, "--resume", "--epochs", "5")  # fewer than the run's 10: it stopped
     assert resumed.returncode == 0, resumed.stderr
     assert latest_steps(workdir) == before
     assert_same_run(workdir, reference)
+    assert json.loads((workdir / "config.json").read_text())["train"]["epochs"] == 10
 
 
 def test_a_finished_run_can_be_extended(cli, tmp_path):
@@ -119,6 +120,12 @@ def test_a_finished_run_can_be_extended(cli, tmp_path):
     whole = cli(tmp_path / "whole", "--epochs", "3", "--patience", "5")
     assert whole.returncode == 0, whole.stderr
     assert_same_run(workdir, (None, outputs(tmp_path / "whole")))
+    config = (workdir / "config.json").read_text()
+    assert json.loads(config)["train"]["epochs"] == 3
+    # A smaller budget than the run has done is refused, and the run's files stay as they were.
+    refused = cli(workdir, "--epochs", "2", "--patience", "5", "--resume")
+    assert refused.returncode == 2 and "resume it with epochs >= 3" in refused.stderr
+    assert (workdir / "config.json").read_text() == config
 
 
 def test_a_damaged_latest_checkpoint_falls_back_to_the_previous_one(cli, reference, tmp_path):
