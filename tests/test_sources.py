@@ -103,6 +103,79 @@ def test_a_damaged_shard_names_the_file_and_the_fix(imdb_data_dir, tmp_path):
     assert str(shard) in message and "prepare=True" in message and "\n" not in message
 
 
+def _rewrite_records(shard: Path, change) -> None:
+    """Rewrites an array_record shard with ``change(example)`` applied to its 6th record."""
+    from array_record.python.array_record_module import ArrayRecordReader, ArrayRecordWriter
+    from tensorflow_datasets.proto import tf_example_pb2
+
+    reader = ArrayRecordReader(str(shard))
+    records = reader.read_all()
+    reader.close()
+    example = tf_example_pb2.Example.FromString(records[5])
+    change(example.features.feature)
+    records[5] = example.SerializeToString()
+    writer = ArrayRecordWriter(str(shard), "group_size:1")
+    for record in records:
+        writer.write(record)
+    writer.close()
+
+
+def _drop_label(features):
+    del features["label"]
+
+
+def _label_seven(features):
+    features["label"].int64_list.value[0] = 7
+
+
+@pytest.mark.parametrize(
+    "damage, detail",
+    [
+        ("info: not JSON", "damaged dataset_info.json"),
+        ("info: no splits", "dataset_info.json"),
+        (_drop_label, "lacks a text or a label"),
+        (_label_seven, "has label 7, not 0 or 1"),
+    ],
+    ids=["info-not-json", "info-no-splits", "no-label", "label-7"],
+)
+def test_damaged_records_and_dataset_info_name_the_fix(imdb_data_dir, tmp_path, damage, detail):
+    """Damage that array_record's checksums cannot see (records rewritten whole, the dataset's
+    JSON) is one ``ValueError`` naming the fix, and nothing is cached from it."""
+    data_dir = tmp_path / "tfds"
+    shutil.copytree(imdb_data_dir, data_dir)
+    dataset = data_dir / "imdb_reviews" / "plain_text" / "1.0.0"
+    info = dataset / "dataset_info.json"
+    if damage == "info: not JSON":
+        info.write_text('{"name": "imdb_reviews", "splits": [')
+    elif damage == "info: no splits":
+        info.write_text(info.read_text().replace('"splits"', '"no_splits"'))
+    else:
+        _rewrite_records(next(dataset.glob("*-test.array_record*")), damage)
+    with pytest.raises(ValueError, match=detail) as error:
+        imdb.load(data_dir=data_dir, cache_dir=tmp_path / "cache")
+    assert "prepare=True" in str(error.value) and "\n" not in str(error.value)
+    assert not list((tmp_path / "cache").glob("*.npz"))
+
+
+@pytest.mark.parametrize("data_dir", ["", "a file", "a file/below"])
+def test_a_data_dir_that_cannot_be_a_directory_is_refused(tmp_path, data_dir):
+    (tmp_path / "a file").write_text("")
+    path = str(tmp_path / data_dir) if data_dir else data_dir
+    with pytest.raises(ValueError, match="empty path|cannot be a directory"):
+        reuters.load(data_dir=path, prepare=True, cache_dir=tmp_path / "cache")
+    assert (tmp_path / "a file").read_text() == ""
+
+
+def test_a_read_only_dataset_directory_is_not_prepared_into(shared, tmp_path):
+    """The write rule checks where the dataset goes too, not only the data dir above it."""
+    data_dir = shared / "data" / "tensorflow_datasets"
+    target = data_dir / "reuters21578"
+    target.mkdir(mode=0o555)
+    with pytest.raises(ValueError, match="read-only"):
+        reuters.load(data_dir=data_dir, manual_dir=shared / "data", prepare=True)
+    assert list(target.iterdir()) == []
+
+
 def test_an_unwritable_cache_dir_warns_once_and_loads(imdb_data_dir, tmp_path):
     read_only = tmp_path / "cache"
     read_only.mkdir(mode=0o555)  # no write bits: refused for root too

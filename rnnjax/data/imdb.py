@@ -142,8 +142,15 @@ def _tokenize(data_dir: Path) -> cache.Arrays:
     texts, labels = [], []
     for split in ("train", "test"):
         for record in sources.read_split(ImdbReviews, split, data_dir):
-            texts.append(record["text"].bytes_list.value[0])
-            labels.append(record["label"].int64_list.value[0])
+            try:
+                texts.append(record["text"].bytes_list.value[0])
+                labels.append(record["label"].int64_list.value[0])
+            except (KeyError, IndexError) as error:
+                detail = f"record {len(labels)} lacks a text or a label: {error!r}"
+                raise sources.damaged(ImdbReviews, split, data_dir, detail) from None
+            if labels[-1] not in (0, 1):
+                detail = f"record {len(labels) - 1} has label {labels[-1]}, not 0 or 1"
+                raise sources.damaged(ImdbReviews, split, data_dir, detail)
         if split == "train":
             num_train = len(texts)
     return {

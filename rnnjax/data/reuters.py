@@ -217,18 +217,18 @@ def load_data(**kwargs: Any) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.nd
 def _tokenize(data_dir: Path) -> cache.Arrays:
     """Documents with at least one topic, in newid order: tokens and first topics (as indices into
     the topic names, numbered in order of first appearance)."""
-    records = sorted(
-        (
-            (
-                r["newid"].int64_list.value[0],
-                r["topics"].bytes_list.value[0],
-                r["title"].bytes_list.value[0] + b"\n" + r["body"].bytes_list.value[0],
-            )
-            for r in sources.read_split(Reuters21578, "train", data_dir)
-            if r["topics"].bytes_list.value
-        ),
-        key=lambda record: record[0],
-    )
+    records = []
+    for r in sources.read_split(Reuters21578, "train", data_dir):
+        try:
+            if r["topics"].bytes_list.value:
+                text = r["title"].bytes_list.value[0] + b"\n" + r["body"].bytes_list.value[0]
+                records.append(
+                    (r["newid"].int64_list.value[0], r["topics"].bytes_list.value[0], text)
+                )
+        except (KeyError, IndexError) as error:
+            detail = f"a record lacks a feature: {error!r}"
+            raise sources.damaged(Reuters21578, "train", data_dir, detail) from None
+    records.sort(key=lambda record: record[0])
     topic_ids: dict[bytes, int] = {}
     first_topics = [topic_ids.setdefault(topic, len(topic_ids)) for _, topic, _ in records]
     return {

@@ -37,6 +37,7 @@ from typing import Any
 import requests
 import tensorflow_datasets as tfds
 from array_record.python.array_record_module import ArrayRecordReader
+from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 from tensorflow_datasets.proto import tf_example_pb2, tf_feature_pb2
 
@@ -56,7 +57,16 @@ def resolve_data_dir(data_dir: str | os.PathLike[str] | None = None) -> Path:
     """``data_dir`` if given, else ``$TFDS_DATA_DIR``, else ``~/tensorflow_datasets`` (as TFDS)."""
     if data_dir is None:
         data_dir = os.environ.get("TFDS_DATA_DIR") or "~/tensorflow_datasets"
-    return Path(data_dir).expanduser()
+    if not os.fspath(data_dir):
+        raise ValueError("the TFDS data dir is an empty path; name a directory (--data-dir)")
+    path = Path(data_dir).expanduser()
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        raise ValueError(
+            f"the TFDS data dir {path} cannot be a directory: {existing} is a file; name a "
+            "directory (--data-dir, TFDS_DATA_DIR)"
+        )
+    return path
 
 
 def ensure_prepared(
@@ -96,7 +106,7 @@ def ensure_prepared(
     named = data_dir is not None or bool(os.environ.get("TFDS_DATA_DIR"))
     data_dir = resolve_data_dir(data_dir)
     # Without file_format, a builder takes the format of the data already there (or the default).
-    target = Path(builder_cls(data_dir=os.fspath(data_dir)).data_dir)
+    target = Path(_builder(builder_cls, data_dir).data_dir)
     if not (target / "dataset_info.json").is_file():
         manual_dir = Path(manual_dir) if manual_dir else data_dir / "downloads" / "manual"
         if not (named is False if prepare is None else prepare):
@@ -111,7 +121,7 @@ def ensure_prepared(
             )
         if not (manual_dir / builder_cls.ARCHIVE).is_file():
             _check_download(builder_cls, data_dir, manual_dir, download)
-        _check_writable(builder_cls, data_dir)
+        _check_writable(builder_cls, data_dir, target)
         builder = builder_cls(data_dir=os.fspath(data_dir), file_format="array_record")
         try:
             builder.download_and_prepare(
@@ -198,9 +208,11 @@ def read_split(
     Raises:
       ValueError: a file of the split is damaged (named, with how to prepare it again).
     """
-    paths = [
-        os.fspath(p) for p in builder_cls(data_dir=os.fspath(data_dir)).info.splits[split].filepaths
-    ]
+    builder = _builder(builder_cls, data_dir)
+    try:
+        paths = [os.fspath(p) for p in builder.info.splits[split].filepaths]
+    except KeyError as error:
+        raise damaged(builder_cls, split, data_dir, f"its dataset_info.json: {error}") from None
     for path in paths:
         try:
             reader = ArrayRecordReader(path)
@@ -211,12 +223,34 @@ def read_split(
             for record in records:
                 yield tf_example_pb2.Example.FromString(record).features.feature
         except (RuntimeError, OSError, DecodeError) as error:
-            raise ValueError(
-                f"the prepared {builder_cls.name} {split} split is damaged ({', '.join(paths)}: "
-                f"{error}); delete {os.path.dirname(path)} and load again with prepare=True "
-                "(--prepare) to prepare it from the archive, or point TFDS_DATA_DIR at an intact "
-                "copy"
-            ) from None
+            raise damaged(builder_cls, split, data_dir, f"{path}: {error}") from None
+
+
+def damaged(
+    builder_cls: type[tfds.core.DatasetBuilder], split: str, data_dir: Path, detail: str
+) -> ValueError:
+    """The error for a prepared split that cannot be read as written (``detail``: where, why)."""
+    directory = _builder(builder_cls, data_dir).data_dir
+    return ValueError(
+        f"the prepared {builder_cls.name} {split} split is damaged ({detail}); delete {directory} "
+        "and load again with prepare=True (--prepare) to prepare it from the archive, or point "
+        "TFDS_DATA_DIR at an intact copy"
+    )
+
+
+def _builder(
+    builder_cls: type[tfds.core.DatasetBuilder], data_dir: Path
+) -> tfds.core.DatasetBuilder:
+    """The builder over ``data_dir``; it reads the prepared dataset's ``dataset_info.json``."""
+    try:
+        return builder_cls(data_dir=os.fspath(data_dir))
+    except (json_format.ParseError, ValueError, KeyError, TypeError) as error:
+        raise ValueError(
+            f"the prepared {builder_cls.name} in {data_dir} has a damaged dataset_info.json "
+            f"({type(error).__name__}: {' '.join(str(error).split())[:200]}); delete that "
+            "dataset's directory and load again with prepare=True (--prepare), or point "
+            "TFDS_DATA_DIR at an intact copy"
+        ) from None
 
 
 def archive_path(dl_manager: tfds.download.DownloadManager, archive: str, url: str) -> Path:
@@ -268,9 +302,12 @@ def _check_download(
         ) from e
 
 
-def _check_writable(builder_cls: type[tfds.core.DatasetBuilder], data_dir: Path) -> None:
-    """Refuses a data dir without write permission bits even where the OS would not (root)."""
-    if not cache.writable(data_dir):
+def _check_writable(
+    builder_cls: type[tfds.core.DatasetBuilder], data_dir: Path, target: Path
+) -> None:
+    """Refuses a data dir (or a directory of it the dataset goes into) without write permission
+    bits, even where the OS would not (root)."""
+    if not (cache.writable(data_dir) and cache.writable(target)):
         raise ValueError(
             f"cannot prepare {builder_cls.name} in the read-only TFDS data dir {data_dir}; pass "
             "data_dir= (or set TFDS_DATA_DIR to) a writable directory to prepare it there"
