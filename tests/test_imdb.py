@@ -104,11 +104,20 @@ def test_maxlen_that_drops_a_whole_split_is_an_error(imdb_data_dir, tmp_path):
         ({"num_words": 4}, "leaves no word"),
         ({"maxlen": 0}, "maxlen must be >= 1"),
         ({"num_words": 5, "skip_top": 5}, "no word survives"),
+        ({"index_from": 2**31 - 5}, "beyond the int32 range"),
     ],
 )
 def test_bad_arguments(imdb_data_dir, tmp_path, kwargs, message):
     with pytest.raises(ValueError, match=message):
         imdb.load(data_dir=imdb_data_dir, cache_dir=tmp_path, download=False, **kwargs)
+
+
+def test_numpy_scalar_arguments_load_as_the_numbers_they_equal(imdb_data_dir, tmp_path):
+    load = functools.partial(imdb.load, data_dir=imdb_data_dir, cache_dir=tmp_path, download=False)
+    numpy = load(num_words=np.int64(20), maxlen=np.int32(200), seed=np.int64(7))
+    python = load(num_words=20, maxlen=200, seed=7)
+    assert [x.tolist() for x in numpy.x_train] == [x.tolist() for x in python.x_train]
+    assert len(list(tmp_path.glob("imdb_reviews-*.npz"))) == 2  # the corpus and one encoding
 
 
 def test_second_load_is_a_cache_hit_and_parameters_invalidate(imdb_data_dir, tmp_path, monkeypatch):

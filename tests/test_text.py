@@ -2,6 +2,7 @@
 transcription of Keras' load_data."""
 
 import contextlib
+import dataclasses
 import re
 import string
 
@@ -207,10 +208,22 @@ def test_ranked_corpus_is_the_reference_ranking_of_its_training_rows(docs, data)
     ]
 
 
-@pytest.mark.parametrize("num_words, index_from", [(4, 3), (1, 3), (0, 3), (1, 0)])
+@pytest.mark.parametrize("num_words, index_from", [(4, 3), (1, 3), (1, 0)])
 def test_num_words_that_leaves_no_word_is_rejected(num_words, index_from):
     with pytest.raises(ValueError, match="leaves no word"):
         IndexConvention(num_words=num_words, index_from=index_from, start_char=None, oov_char=None)
+
+
+def test_the_convention_takes_what_keras_takes():
+    """Keras reads a falsy ``num_words`` as None and takes numpy integers; floats and bools are
+    no ids."""
+    assert IndexConvention(num_words=0) == IndexConvention(num_words=None)
+    numpy_ints = IndexConvention(*(np.int64(v) for v in (500, 0, 1, 2, 3)))
+    assert numpy_ints == IndexConvention(500, 0, 1, 2, 3)
+    assert all(type(v) is int for v in dataclasses.astuple(numpy_ints))
+    for bad in ({"num_words": 1.5}, {"index_from": True}, {"skip_top": None}):
+        with pytest.raises(ValueError, match="must be an integer"):
+            IndexConvention(**bad)
 
 
 @pytest.mark.parametrize(

@@ -139,4 +139,11 @@ def strings_from_array(array: np.ndarray) -> tuple[str, ...]:
 
 
 def _canonical(key: Mapping[str, Any]) -> str:
-    return json.dumps({**key, "format_version": FORMAT_VERSION}, sort_keys=True)
+    return json.dumps({**key, "format_version": FORMAT_VERSION}, sort_keys=True, default=_number)
+
+
+def _number(value: Any) -> Any:
+    """A numpy scalar (a user's ``np.int64`` maxlen) keys the entry as the number it equals."""
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"a cache key holds {value!r}, which is not JSON")

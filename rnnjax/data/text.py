@@ -30,6 +30,7 @@ import concurrent.futures
 import dataclasses
 import functools
 import itertools
+import numbers
 import os
 import re
 import string
@@ -406,6 +407,15 @@ class IndexConvention:
     index_from: int = 3
 
     def __post_init__(self):
+        for name in ("num_words", "skip_top", "start_char", "oov_char", "index_from"):
+            value = getattr(self, name)
+            if value is None and name in ("num_words", "start_char", "oov_char"):
+                continue
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                raise ValueError(f"{name} must be an integer, got {value!r}")
+            object.__setattr__(self, name, int(value))  # numpy integers too, as Keras takes them
+        if not self.num_words:  # Keras: a falsy num_words means the largest id present
+            object.__setattr__(self, "num_words", None)
         if self.index_from < 0 or self.skip_top < 0:
             raise ValueError(
                 f"index_from and skip_top must be >= 0, got {self.index_from} and {self.skip_top}"
@@ -589,6 +599,11 @@ def dataset_arrays(
 def _shift(ranks: Ragged, c: IndexConvention) -> Ragged:
     """Keras' ``[start_char] + [w + index_from for w in x]``; unknown words (rank 0) become -1,
     below every kept window."""
+    if c.index_from + int(ranks.values.max(initial=0)) > np.iinfo(np.int32).max:
+        raise ValueError(
+            f"index_from={c.index_from} puts word ids beyond the int32 range of the sequences; "
+            "use a smaller index_from"
+        )
     values = np.where(ranks.values > 0, ranks.values + c.index_from, -1).astype(np.int32)
     if c.start_char is None:
         return Ragged(values, ranks.lengths)
