@@ -17,7 +17,7 @@ import shlex
 import signal
 import sys
 import warnings
-from typing import NoReturn
+from typing import NoReturn, TextIO
 
 import jax
 
@@ -154,6 +154,11 @@ def main(experiment: Experiment, argv: list[str] | None = None) -> int:
     except (UsageError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return USAGE_ERROR
+    except OSError as error:  # an output path the run cannot write (a directory, immutable)
+        path = error.filename2 or error.filename  # a rename's target, else the file
+        where = f" {path}" if path else ""
+        print(f"error: cannot write{where}: {error.strerror or error}", file=sys.stderr)
+        return USAGE_ERROR
     except (jax.errors.JaxRuntimeError, MemoryError) as error:
         if isinstance(error, jax.errors.JaxRuntimeError) and "RESOURCE_EXHAUSTED" not in str(error):
             raise
@@ -172,6 +177,7 @@ def command(experiment: Experiment, argv: list[str] | None = None) -> NoReturn:
     handlers): freeing every module and JAX's runtime took 0.7-0.9 s after each run on the
     development machine, and by then everything the run wrote is closed and in place.
     """
+    sys.stdout = _OutlivesItsReader(sys.stdout)
     status = main(experiment, argv)
     for stream in (sys.stdout, sys.stderr):
         try:
@@ -180,6 +186,35 @@ def command(experiment: Experiment, argv: list[str] | None = None) -> NoReturn:
             pass
     atexit._run_exitfuncs()
     os._exit(status)
+
+
+class _OutlivesItsReader:
+    """Standard output that goes on when its reader goes away (``... | head``): the run trains
+    to its end, the rest of its output discarded, as with ``--quiet``."""
+
+    def __init__(self, stream: TextIO):
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            self._discard()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._discard()
+
+    def _discard(self) -> None:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, self._stream.fileno())
+        os.close(devnull)
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None):

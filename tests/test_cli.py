@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+from caches import fresh_cache
 
 from experiments.__main__ import recipes
 from rnnjax import LayerSpec, fused
@@ -164,6 +165,43 @@ def test_a_recipe_process_runs_its_exit_handlers_and_flushes_its_output(tmp_path
         results[argv[0]] = result
     assert "Total params: 8,809 " in results["--summary"].stdout
     assert results["--epochs"].stderr.strip() == "error: epochs must be >= 1, got -1"
+
+
+@pytest.mark.slow
+def test_a_run_whose_output_reader_goes_away_trains_to_its_end(imdb_data_dir, tmp_path):
+    """``python -m experiments.imdb_lstm | head -1``: the run ends as it would have, the rest
+    of its output discarded (it died of the broken pipe after its first epoch)."""
+    workdir = tmp_path / "run"
+    argv = ["--epochs", "3", "--batch-size", "8", "--workdir", str(workdir)]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "experiments.imdb_lstm", *argv, "--data-dir", str(imdb_data_dir)],
+        cwd=REPO,
+        env=os.environ | {"RNNJAX_CACHE_DIR": fresh_cache(tmp_path / "cache")},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stdout.readline().startswith(b"Epoch 1/3")
+    process.stdout.close()
+    _, errors = process.communicate(timeout=300)
+    assert process.returncode == 0, errors.decode()[-2000:]
+    assert json.loads((workdir / "metrics.json").read_text())["epochs_run"] == 3
+
+
+def test_an_output_path_that_cannot_be_written_is_one_line(imdb_data_dir, tmp_path, capsys):
+    """A directory where the run writes a file: one line naming it, exit 2, the run resumable
+    once it is gone."""
+    workdir = tmp_path / "run"
+    argv = ["--workdir", str(workdir), "--data-dir", str(imdb_data_dir), "--quiet"]
+    assert main(_experiment("imdb_gru"), [*argv, "--epochs", "1"]) == 0
+    (workdir / "loss.png").unlink()
+    (workdir / "loss.png").mkdir()
+    capsys.readouterr()
+    assert main(_experiment("imdb_gru"), [*argv, "--epochs", "2", "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"cannot write {workdir / 'loss.png'}" in err
+    (workdir / "loss.png").rmdir()
+    assert main(_experiment("imdb_gru"), [*argv, "--epochs", "2", "--resume"]) == 0
+    assert json.loads((workdir / "metrics.json").read_text())["epochs_run"] == 2
 
 
 @pytest.mark.parametrize("kind", ["file", "dangling symlink", "special file", "under a file"])
