@@ -448,10 +448,10 @@ def run_ensemble(
     train = experiment.train
     claim = Claim.acquire(workdir, resume=False)
     try:
+        splits = _checked(experiment, load_splits(experiment.data, data_dir, manual_dir, prepare))
         states = stack(
             [create_state(experiment, seed, lr, implementation=implementation) for seed, lr in runs]
         )
-        splits = _checked(experiment, load_splits(experiment.data, data_dir, manual_dir, prepare))
         ensemble = {"seeds": [seed for seed, _ in runs], "learning_rates": [lr for _, lr in runs]}
         _write_run_files(experiment, workdir, ensemble)
         result = fit_ensemble(
