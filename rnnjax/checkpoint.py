@@ -37,6 +37,7 @@ from typing import Any
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
 
 from rnnjax.callbacks import Callback
 from rnnjax.early_stopping import is_improvement
@@ -380,6 +381,7 @@ class BackupAndRestore(Callback):
                 f"the run in {self.directory} has done {saved['epoch']} epochs; resume it with "
                 f"epochs >= {saved['epoch']}, not {loop.epochs}"
             )
+        _check_same_model(os.path.join(self._store.step_dir(step), "arrays"), loop.state)
         like = {"state": _abstract(loop.state)}
         params_like = _abstract(loop.state.params)
         model_state_like = _abstract(loop.state.model_state)
@@ -449,6 +451,37 @@ class BackupAndRestore(Callback):
 
     def checkpoint_state(self) -> dict:
         return {}
+
+
+def _check_same_model(arrays_dir: str, state: TrainState) -> None:
+    """A backup restores only into the model and optimizer that made it: every parameter and
+    optimizer array at the same place with the same shape (Orbax's own errors say neither)."""
+    saved = ocp.StandardCheckpointHandler().metadata(epath.Path(arrays_dir)).tree["state"]
+    changed = []
+    for part in ("params", "opt_state"):
+        before, now = _shapes(saved[part]), _shapes(getattr(state, part))
+        for path in sorted(before.keys() | now.keys()):
+            if before.get(path) != now.get(path):
+                changed.append(
+                    f"{part}{path}: {before.get(path, 'absent')} -> {now.get(path, 'absent')}"
+                )
+    if changed:
+        raise CheckpointError(
+            f"the backup in {os.path.dirname(os.path.dirname(arrays_dir))} was made with another "
+            f"model or optimizer ({'; '.join(changed[:3])}{'; ...' if len(changed) > 3 else ''}); "
+            "resume with the same model and optimizer, or start a new run (another directory)"
+        )
+
+
+def _shapes(tree: Any) -> dict[str, tuple[int, ...]]:
+    """``{path: shape}`` of a tree's arrays; paths spelled alike for dicts, named tuples and
+    lists (Orbax's metadata holds the state's named tuples as dicts)."""
+    shapes = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        if hasattr(leaf, "shape"):
+            names = (getattr(k, "key", getattr(k, "name", getattr(k, "idx", k))) for k in path)
+            shapes["".join(f"[{name}]" for name in names)] = tuple(leaf.shape)
+    return shapes
 
 
 def _callback_keys(callbacks: list[Callback]) -> dict[str, Callback]:

@@ -23,7 +23,7 @@ from rnnjax.checkpoint import (
     write_manifest,
 )
 from rnnjax.early_stopping import EarlyStopping
-from rnnjax.optimizers import rmsprop
+from rnnjax.optimizers import adam, rmsprop
 from rnnjax.train import fit
 from rnnjax.train_state import TrainState
 from rnnjax.workdir import WorkdirError
@@ -31,12 +31,12 @@ from rnnjax.workdir import WorkdirError
 CONFIG = ModelConfig(50, 8, (LayerSpec("lstm", 6, dropout=0.2),))
 
 
-def _state(lr=0.01, loss=losses.BinaryCrossentropy(from_logits=True)):  # noqa: B008
+def _state(lr=0.01, loss=losses.BinaryCrossentropy(from_logits=True), config=CONFIG, tx=None):  # noqa: B008
     init_key, dropout_key = jax.random.split(jax.random.key(0))
     return TrainState.create(
-        model=Classifier(CONFIG),
-        params=init_params(CONFIG, init_key),
-        tx=rmsprop(lr),
+        model=Classifier(config),
+        params=init_params(config, init_key),
+        tx=tx or rmsprop(lr),
         rng=dropout_key,
         loss=loss,
         metrics=["accuracy"],
@@ -161,6 +161,32 @@ def test_resume_makes_best_hold_the_best_epoch(splits, reference, tmp_path, how)
         shutil.copytree(epoch_dir, best / "99")
     result = _fit(directory, splits)
     _assert_same(result, reference, directory)
+
+
+def test_resume_refuses_another_model_or_optimizer(splits, reference, tmp_path):
+    """One line naming the backup and what differs, before Orbax is asked to restore it."""
+    (x, y), validation = splits
+    directory = tmp_path / "checkpoints"
+    shutil.copytree(reference[0] / "latest", directory / "latest")
+    wider = ModelConfig(50, 8, (LayerSpec("lstm", 7, dropout=0.2),))
+    other_model = _state(config=wider)
+    other_optimizer = _state(tx=adam(0.01))
+    for state, changed in (
+        (other_model, r"params\[dense\]\[kernel\]: \(6, 1\) -> \(7, 1\)"),
+        (other_optimizer, "opt_state"),
+    ):
+        with pytest.raises(CheckpointError, match=f"another model or optimizer .*{changed}"):
+            fit(
+                state,
+                x,
+                y,
+                validation_data=validation,
+                epochs=8,
+                batch_size=32,
+                seed=3,
+                verbose=0,
+                callbacks=[BackupAndRestore(str(directory / "latest"))],
+            )
 
 
 def test_resume_refuses_another_schedule(splits, reference, tmp_path):
