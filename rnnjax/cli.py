@@ -267,7 +267,14 @@ def _main(experiment: Experiment, argv: list[str]) -> int:
             f"test_accuracy {metrics['test_accuracy_mean']:.4f} ± "
             f"{metrics['test_accuracy_std']:.4f} - outputs in {workdir}"
         )
-        return DIVERGED if metrics["diverged"] == len(metrics["models"]) else 0
+        if metrics["diverged"] == len(metrics["models"]):
+            print(
+                f"error: every model's loss became non-finite (lower the learning rates); "
+                f"outputs in {workdir}",
+                file=sys.stderr,
+            )
+            return DIVERGED
+        return 0
     interrupt = _Interrupt()
     previous = signal.signal(signal.SIGINT, interrupt.handle)
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -85,7 +86,8 @@ def ensemble_png(
         epochs = np.arange(1, longest + 1)
         for row in values:
             axes.plot(epochs, row, color=color, alpha=0.2, lw=0.8)
-        with np.errstate(invalid="ignore"):
+        with warnings.catch_warnings():  # epochs every model stopped before: no mean, no band
+            warnings.simplefilter("ignore", RuntimeWarning)
             mean, std = np.nanmean(values, axis=0), np.nanstd(values, axis=0)
         label = ("Validation " if key.startswith("val_") else "Training ") + metric
         axes.plot(epochs, mean, "o-", color=color, label=f"{label} (mean of {len(histories)})")
@@ -94,7 +96,8 @@ def ensemble_png(
     axes.set_ylabel(metric)
     heading = f"Training and validation {metric}"
     axes.set_title(f"{title}: {heading}" if title else heading)
-    axes.legend()
+    if axes.get_legend_handles_labels()[0]:  # none when every model diverged at once
+        axes.legend()
     axes.grid(alpha=0.3)
     return _png(figure)
 

@@ -268,6 +268,14 @@ def test_a_diverged_run_exits_3_and_says_so_when_quiet(imdb_data_dir, tmp_path, 
     assert metrics["terminated_on_nan_at"] == [2, 1] and metrics["epochs_run"] == 2
 
 
+def test_a_grid_whose_every_model_diverged_exits_3_and_says_so(imdb_data_dir, tmp_path, capsys):
+    argv = ["--workdir", str(tmp_path / "grid"), "--data-dir", str(imdb_data_dir), "--quiet"]
+    argv += ["--epochs", "2", "--num-seeds", "2", "--learning-rates", "1e30"]
+    assert main(_experiment("imdb_gru"), argv) == 3
+    err = capsys.readouterr().err
+    assert err.startswith("error: every model's loss became non-finite") and err.count("\n") == 1
+
+
 @pytest.mark.slow
 def test_num_seeds_leaves_diverged_models_out_of_the_mean(imdb_data_dir, tmp_path, capsys):
     argv = ["--workdir", str(tmp_path / "grid"), "--data-dir", str(imdb_data_dir), "--quiet"]
