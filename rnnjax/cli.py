@@ -20,6 +20,7 @@ import warnings
 from typing import NoReturn, TextIO
 
 import jax
+import numpy as np
 
 from rnnjax.experiment import Experiment, run, run_ensemble
 from rnnjax.summary import summary
@@ -119,8 +120,15 @@ def _floats(text: str) -> list[float]:
         raise argparse.ArgumentTypeError(
             f"not a comma-separated list of numbers: {text!r}"
         ) from None
-    if not all(math.isfinite(v) and v > 0 for v in values):
-        raise argparse.ArgumentTypeError(f"learning rates must be finite and > 0, got {text!r}")
+    # Training runs in float32: a rate that is 0 there would train nothing.
+    if not all(math.isfinite(v) and np.float32(v) > 0 for v in values):
+        raise argparse.ArgumentTypeError(
+            f"learning rates must be finite and > 0 in float32, got {text!r}"
+        )
+    if len(set(values)) < len(values):
+        raise argparse.ArgumentTypeError(
+            f"learning rates repeat in {text!r}: a model would be trained twice"
+        )
     return values
 
 
@@ -247,7 +255,7 @@ def _main(experiment: Experiment, argv: list[str]) -> int:
         raise UsageError(
             "--num-seeds/--learning-rates runs cannot use --resume, --per-step or --devices"
         )
-    workdir = args.workdir or default_workdir(experiment.name)
+    workdir = os.path.expanduser(args.workdir) if args.workdir else default_workdir(experiment.name)
     data = dict(data_dir=args.data_dir, manual_dir=args.manual_dir, prepare=args.prepare or None)
     if many:
         seeds = range(experiment.train.seed, experiment.train.seed + args.num_seeds)
@@ -276,7 +284,10 @@ def _main(experiment: Experiment, argv: list[str]) -> int:
             return DIVERGED
         return 0
     interrupt = _Interrupt()
-    previous = signal.signal(signal.SIGINT, interrupt.handle)
+    # A batch scheduler's SIGTERM ends the run as Ctrl-C does: saved, resumable.
+    previous = {
+        sig: signal.signal(sig, interrupt.handle) for sig in (signal.SIGINT, signal.SIGTERM)
+    }
     try:
         metrics = run(
             experiment,
@@ -290,7 +301,8 @@ def _main(experiment: Experiment, argv: list[str]) -> int:
             **data,
         )
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     if metrics is None:
         command = ["python", "-m", f"experiments.{experiment.name}", *argv]
         if "--resume" not in command:

@@ -308,10 +308,10 @@ def run(
     except BaseException:
         claim.release(discard=not resume and not _has_checkpoint(workdir))
         raise
-    claim.release()
-    if metrics is not None:
+    if metrics is not None:  # written while the run still holds the workdir
         metrics["seconds"] = time.perf_counter() - started
         write_atomic(os.path.join(workdir, "metrics.json"), json.dumps(metrics, indent=1))
+    claim.release()
     return metrics
 
 

@@ -45,7 +45,7 @@ from jax.experimental.hijax import ShapedArray, VJPHiPrimitive, Zero, instantiat
 from jax.sharding import PartitionSpec
 
 from rnnjax.cells import Array, Carry, GRUCell, LSTMCell, RecurrentCell, SimpleRNNCell
-from rnnjax.data.cache import writable
+from rnnjax.data.cache import default_dir, writable
 from rnnjax.workdir import write_atomic
 
 KERNELS = Path(__file__).with_name("kernels")
@@ -66,14 +66,6 @@ KINDS = {
     "gru_reset_before": functools.partial(GRUCell, reset_after=False),
     "simple_rnn": SimpleRNNCell,
 }
-
-
-def cache_dir() -> Path:
-    """Where the compiled kernel library is kept: ``$RNNJAX_CACHE_DIR`` or ``~/.cache/rnnjax``."""
-    if configured := os.environ.get("RNNJAX_CACHE_DIR"):
-        return Path(configured)
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "rnnjax"
 
 
 def _sources() -> list[Path]:
@@ -153,7 +145,8 @@ def _build() -> Path:
             s.encode() for s in (*sources, jax.__version__, compiler, _host_cpu(), *base_flags)
         )
     ).hexdigest()[:16]
-    library = cache_dir() / f"recurrence_cpu_{key}.so"
+    # Beside the data cache (``$RNNJAX_CACHE_DIR`` or ``~/.cache/rnnjax``).
+    library = default_dir() / f"recurrence_cpu_{key}.so"
     if _intact(library):
         return library
     try:

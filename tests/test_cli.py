@@ -4,8 +4,11 @@ import dataclasses
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import threading
+import time
 
 import pytest
 from caches import fresh_cache
@@ -82,6 +85,8 @@ def test_recipes_differ_in_a_few_fields():
         (["--workdir", ""], "--workdir is empty"),
         (["--devices", "0"], "--devices must be >= 1, got 0"),
         (["--learning-rates", "1e-3,inf"], "learning rates must be finite and > 0"),
+        (["--learning-rates", "1e-320"], "learning rates must be finite and > 0 in float32"),
+        (["--learning-rates", "1e-3,0.001"], "learning rates repeat"),
         (["--num-seeds", "100000"], "is 100000 models; at most 4096"),
     ],
 )
@@ -185,6 +190,27 @@ def test_a_run_whose_output_reader_goes_away_trains_to_its_end(imdb_data_dir, tm
     _, errors = process.communicate(timeout=300)
     assert process.returncode == 0, errors.decode()[-2000:]
     assert json.loads((workdir / "metrics.json").read_text())["epochs_run"] == 3
+
+
+def test_sigterm_saves_the_run_as_ctrl_c_does(imdb_data_dir, tmp_path, capsys):
+    """A batch scheduler's SIGTERM: the step finishes, the run is saved (exit 130) and
+    ``--resume`` finishes it."""
+    workdir = tmp_path / "run"
+    argv = ["--workdir", str(workdir), "--data-dir", str(imdb_data_dir), "--epochs", "30"]
+    argv += ["--quiet", "--per-step", "--patience", "30"]
+
+    def terminate_after_the_first_epoch():
+        while not (workdir / "history.json").exists():
+            time.sleep(0.01)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=terminate_after_the_first_epoch, daemon=True).start()
+    assert main(_experiment("imdb_gru"), argv) == 130
+    assert "Saved. Resume with:" in capsys.readouterr().err
+    assert not (workdir / "metrics.json").exists()
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # given back
+    assert main(_experiment("imdb_gru"), [*argv, "--resume"]) == 0
+    assert json.loads((workdir / "metrics.json").read_text())["epochs_run"] == 30
 
 
 def test_an_output_path_that_cannot_be_written_is_one_line(imdb_data_dir, tmp_path, capsys):
