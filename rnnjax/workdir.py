@@ -70,11 +70,12 @@ def run_contents(workdir: str) -> list[str]:
 class Claim:
     """This process's exclusive use of a workdir; ``release()`` (or process exit) gives it up.
 
-    ``created`` says whether acquiring it created the directory, so a run that fails before it
-    has written anything can leave the file system as it found it (``release(discard=True)``).
+    ``created`` is the outermost directory acquiring it created (the workdir or a parent of
+    it; None if it existed), so a run that fails before it has written anything can leave the
+    file system as it found it (``release(discard=True)``).
     """
 
-    def __init__(self, workdir: str, fd: int, created: bool):
+    def __init__(self, workdir: str, fd: int, created: str | None):
         self.workdir = workdir
         self._fd = fd
         self.created = created
@@ -89,6 +90,11 @@ class Claim:
         if not directory:
             raise WorkdirError("the workdir is an empty path; pass a directory")
         existed = _check_directory(directory)
+        created = None
+        if not existed:
+            created = os.path.abspath(directory)
+            while not os.path.exists(os.path.dirname(created)):
+                created = os.path.dirname(created)
         try:
             os.makedirs(directory, exist_ok=True)
             fd = _lock(os.path.join(directory, CLAIM_FILE))
@@ -97,7 +103,7 @@ class Claim:
                 f"cannot use {directory!r} as a run directory ({error.strerror or error}); "
                 "choose another --workdir"
             ) from None
-        return cls(directory, fd, created=not existed)
+        return cls(directory, fd, created=created)
 
     @classmethod
     def acquire(cls, workdir: str, *, resume: bool) -> Claim:
@@ -137,6 +143,15 @@ class Claim:
         if discard:
             if self.created:
                 shutil.rmtree(self.workdir, ignore_errors=True)
+                # Then the parents it created, each only while empty (another run may have
+                # made its own workdir beside this one meanwhile).
+                parent = os.path.abspath(self.workdir)
+                while parent != self.created and os.path.dirname(parent) != parent:
+                    parent = os.path.dirname(parent)
+                    try:
+                        os.rmdir(parent)
+                    except OSError:
+                        break
             else:
                 for name in run_contents(self.workdir):
                     _remove(os.path.join(self.workdir, name))

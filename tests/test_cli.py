@@ -272,11 +272,13 @@ def test_a_damaged_dataset_exits_2_naming_the_file(imdb_data_dir, tmp_path, caps
     shutil.copytree(imdb_data_dir, data_dir)
     shard = next(data_dir.glob("imdb_reviews/plain_text/1.0.0/*-test.array_record*"))
     shard.write_bytes(shard.read_bytes()[:-500])
-    argv = ["--workdir", str(tmp_path / "run"), "--data-dir", str(data_dir), "--epochs", "1"]
+    (tmp_path / "runs" / "kept").mkdir(parents=True)  # another run's: stays
+    workdir = tmp_path / "runs" / "new" / "deeper" / "run"  # its parents made for it: removed
+    argv = ["--workdir", str(workdir), "--data-dir", str(data_dir), "--epochs", "1"]
     assert main(_experiment("imdb_gru"), argv) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and str(shard) in err and "--prepare" in err
-    assert not (tmp_path / "run").exists()
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["kept"]
 
 
 @pytest.mark.slow
