@@ -21,6 +21,7 @@ from typing import NoReturn, TextIO
 
 import jax
 import numpy as np
+import tensorflow_datasets as tfds
 
 from rnnjax.experiment import Experiment, run, run_ensemble
 from rnnjax.summary import summary
@@ -162,6 +163,9 @@ def main(experiment: Experiment, argv: list[str] | None = None) -> int:
     except (UsageError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return USAGE_ERROR
+    except KeyboardInterrupt:  # a second Ctrl-C: stopped without saving
+        print("\naborted: nothing saved since the last checkpoint", file=sys.stderr)
+        return INTERRUPTED
     except OSError as error:  # an output path the run cannot write (a directory, immutable)
         path = error.filename2 or error.filename  # a rename's target, else the file
         where = f" {path}" if path else ""
@@ -256,6 +260,8 @@ def _main(experiment: Experiment, argv: list[str]) -> int:
             "--num-seeds/--learning-rates runs cannot use --resume, --per-step or --devices"
         )
     workdir = os.path.expanduser(args.workdir) if args.workdir else default_workdir(experiment.name)
+    if args.quiet:
+        tfds.disable_progress_bar()  # preparing a dataset draws TFDS' bars otherwise
     data = dict(data_dir=args.data_dir, manual_dir=args.manual_dir, prepare=args.prepare or None)
     if many:
         seeds = range(experiment.train.seed, experiment.train.seed + args.num_seeds)

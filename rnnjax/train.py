@@ -404,4 +404,7 @@ def _placement(mesh: Mesh | None):
 
 def _check_mesh(mesh: Mesh | None, batch_size: int) -> None:
     if mesh is not None and batch_size % mesh.size:
-        raise ValueError(f"batch_size {batch_size} does not split evenly over {mesh.size} devices")
+        raise ValueError(
+            f"batch_size {batch_size} does not split evenly over {mesh.size} devices; use a "
+            f"multiple of {mesh.size} (--batch-size)"
+        )

@@ -120,6 +120,15 @@ def test_numpy_scalar_arguments_load_as_the_numbers_they_equal(imdb_data_dir, tm
     assert len(list(tmp_path.glob("imdb_reviews-*.npz"))) == 2  # the corpus and one encoding
 
 
+def test_seed_none_shuffles_anew_on_every_load(imdb_data_dir, tmp_path):
+    """Keras' ``RandomState(None)``: a fresh order each time, so no shuffled arrays are cached
+    (the corpus is)."""
+    load = functools.partial(imdb.load, data_dir=imdb_data_dir, cache_dir=tmp_path, download=False)
+    orders = {tuple(load(seed=None).y_train.tolist()) for _ in range(4)}
+    assert len(orders) > 1
+    assert ["-corpus-" in p.name for p in tmp_path.glob("*.npz")] == [True]
+
+
 def test_second_load_is_a_cache_hit_and_parameters_invalidate(imdb_data_dir, tmp_path, monkeypatch):
     calls = []
     for name in ("_tokenize", "_encode"):

@@ -160,7 +160,8 @@ def cached_dataset(
       params: every argument that changes ``encode``'s output.
       tokenize: ``data_dir -> corpus arrays``, the slow part; cached per prepared dataset, so new
         ``params`` only re-run ``encode``.
-      encode: ``corpus arrays -> dataset arrays``; cached per prepared dataset and ``params``.
+      encode: ``corpus arrays -> dataset arrays``; cached per prepared dataset and ``params``,
+        unless ``params["seed"]`` is None (Keras then shuffles anew on every load).
       data_dir, manual_dir, download, prepare: as ``ensure_prepared``.
       cache_dir: as ``cache.cached``.
     """
@@ -185,6 +186,8 @@ def cached_dataset(
         return arrays
 
     with small_pages():  # arrays the size of the corpus, built once (rnnjax.data.host_memory)
+        if params.get("seed", 0) is None:
+            return build()
         return cache.cached(builder_cls.name, {**source, **params}, build, cache_dir)
 
 
