@@ -111,6 +111,7 @@ class _Store:
             ),
         )
         self._sealer: threading.Thread | None = None
+        self._failure: BaseException | None = None
 
     def steps(self) -> list[int]:
         self.seal()
@@ -138,19 +139,26 @@ class _Store:
         self.manager.save(step, args=ocp.args.Composite(**items), metrics=metrics, force=True)
 
         def seal_when_committed():
-            self.manager.wait_until_finished()
-            # max_to_keep may already have removed it.
-            if self._primary and os.path.isdir(self.step_dir(step)):
-                write_manifest(self.step_dir(step))
+            try:
+                self.manager.wait_until_finished()
+                # max_to_keep may already have removed it.
+                if self._primary and os.path.isdir(self.step_dir(step)):
+                    write_manifest(self.step_dir(step))
+            except BaseException as error:  # raised where the run waits for it (``seal``)
+                self._failure = error
 
         self._sealer = threading.Thread(target=seal_when_committed, daemon=True)
         self._sealer.start()
 
     def seal(self) -> None:
-        """Waits until the last save is committed and its manifest written."""
+        """Waits until the last save is committed and its manifest written; raises what made
+        it fail (a full disk, say)."""
         if self._sealer is not None:
             self._sealer.join()
             self._sealer = None
+            failure, self._failure = self._failure, None
+            if failure is not None:
+                raise failure
 
     def delete(self, step: int) -> None:
         self.seal()

@@ -19,6 +19,7 @@ import sys
 import warnings
 from typing import NoReturn, TextIO
 
+import absl.logging
 import jax
 import numpy as np
 import tensorflow_datasets as tfds
@@ -190,6 +191,9 @@ def command(experiment: Experiment, argv: list[str] | None = None) -> NoReturn:
     development machine, and by then everything the run wrote is closed and in place.
     """
     sys.stdout = _OutlivesItsReader(sys.stdout)
+    # Orbax logs through absl from its threads, a failed save once per thread and item (a full
+    # disk: hundreds of lines); the run's own error line says what failed.
+    absl.logging.set_verbosity(absl.logging.FATAL)
     status = main(experiment, argv)
     for stream in (sys.stdout, sys.stderr):
         try:

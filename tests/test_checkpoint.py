@@ -369,3 +369,28 @@ def test_a_backup_holds_its_own_epoch_when_orbax_writes_it_late(splits, tmp_path
     for step in _latest(tmp_path):
         loop = json.loads((step / "loop" / "metadata").read_text())
         assert len(loop["callbacks"]["History"]["epochs"]) == loop["epoch"], step.name
+
+
+def test_a_save_that_fails_in_its_thread_fails_the_run(splits, tmp_path, monkeypatch):
+    """A full disk while a backup is sealed: the error reaches ``fit`` (the CLI's one line), not
+    a traceback printed by the sealing thread while training goes on."""
+    import errno
+
+    def disk_full(step_dir):
+        raise OSError(errno.ENOSPC, "No space left on device", step_dir)
+
+    monkeypatch.setattr("rnnjax.checkpoint.write_manifest", disk_full)
+    (x, y), _ = splits
+    unhandled = []
+    monkeypatch.setattr(threading, "excepthook", unhandled.append)
+    with pytest.raises(OSError, match="No space left on device"):
+        fit(
+            _state(),
+            x,
+            y,
+            epochs=3,
+            batch_size=32,
+            verbose=0,
+            callbacks=[BackupAndRestore(str(tmp_path / "latest"))],
+        )
+    assert unhandled == []
