@@ -426,9 +426,9 @@ class WithBatchNorm(nn.Module):
         return nn.Dense(1)(x)
 
 
-def test_mutable_collections_update_in_training_only():
-    x = np.random.default_rng(0).normal(size=(64, 3)).astype(np.float32) * 5 + 2
-    y = x.sum(1, keepdims=True)
+def _batch_norm_regression(scale, shift):
+    """A ``WithBatchNorm`` state and data ``x ~ N(shift, scale)``, ``y = sum(x)``."""
+    x = np.random.default_rng(0).normal(size=(64, 3)).astype(np.float32) * scale + shift
     model = WithBatchNorm()
     variables = model.init(jax.random.key(0), x[:2])
     state = TrainState.create(
@@ -438,6 +438,11 @@ def test_mutable_collections_update_in_training_only():
         tx=adam(1e-2),
         loss="mse",
     )
+    return state, x, x.sum(1, keepdims=True)
+
+
+def test_mutable_collections_update_in_training_only():
+    state, x, y = _batch_norm_regression(5, 2)
     result = fit(state, x, y, epochs=2, batch_size=16, verbose=0)
     moved = result.state.model_state["batch_stats"]["BatchNorm_0"]["mean"]
     assert not np.allclose(moved, 0.0)
@@ -449,17 +454,7 @@ def test_restoring_the_best_weights_restores_the_batch_statistics_too(tmp_path):
     """Keras' ``restore_best_weights`` sets every weight, the non-trainable moving statistics
     too; also when the best epoch comes back from a backup (a run extended by a second ``fit``).
     """
-    x = np.random.default_rng(0).normal(size=(64, 3)).astype(np.float32) * 3 + 1
-    y = x.sum(1, keepdims=True)
-    model = WithBatchNorm()
-    variables = model.init(jax.random.key(0), x[:2])
-    state = TrainState.create(
-        model=model,
-        params=variables["params"],
-        model_state={"batch_stats": variables["batch_stats"]},
-        tx=adam(1e-2),
-        loss="mse",
-    )
+    state, x, y = _batch_norm_regression(3, 1)
 
     class Judge(Callback):  # a made-up validation loss: epoch 1 (0-based) is the best
         def __init__(self):
