@@ -78,6 +78,7 @@ def fit(
     validation_freq: int | Sequence[int] = 1,
     steps_per_execution: int | str = "auto",
     mesh: Mesh | None = None,
+    initial_epoch: int = 0,
 ) -> FitResult:
     """Keras' ``model.fit``: trains ``state`` for ``epochs`` epochs.
 
@@ -114,6 +115,9 @@ def fit(
         between calls.
       mesh: a ``sharding.data_mesh``: each batch is split over its devices, the state and data
         are replicated (``batch_size`` must divide evenly). Same results as one device.
+      initial_epoch: the epoch to start at (Keras: to continue a run by hand, with the state it
+        ended with; an epoch's shuffle depends on its number, dropout on the state's step). A
+        restored ``BackupAndRestore`` backup sets it instead.
 
     Returns:
       A ``FitResult``.
@@ -121,6 +125,10 @@ def fit(
     if isinstance(epochs, bool) or not isinstance(epochs, numbers.Integral) or epochs < 1:
         raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
     epochs = int(epochs)
+    if isinstance(initial_epoch, bool) or not isinstance(initial_epoch, numbers.Integral):
+        raise ValueError(f"initial_epoch must be an integer >= 0, got {initial_epoch!r}")
+    if initial_epoch < 0:
+        raise ValueError(f"initial_epoch must be an integer >= 0, got {initial_epoch!r}")
     verbose = _verbosity(verbose)
     if not 0 <= validation_split < 1:
         raise ValueError(f"validation_split must be in [0, 1), got {validation_split}")
@@ -165,6 +173,7 @@ def fit(
 
     zeros = _zero_stats(state, train.example_batches())
     loop = Loop(state=state, epochs=epochs, steps_per_epoch=train.steps, schedule=schedule)
+    loop.epoch = int(initial_epoch)
     loop.epoch_stats = _fresh(zeros)
     loop.directions = objective.directions(zeros)
     loop.directions |= {f"val_{k}": v for k, v in loop.directions.items()}
@@ -327,7 +336,14 @@ def _arrays(x, y, sample_weight, class_weight, name: str) -> dict:
             raise ValueError("give class_weight or sample_weight, not both (as Keras)")
         sample_weight = _class_weights(y, class_weight)
     if sample_weight is not None:
-        data["sample_weight"] = np.asarray(sample_weight, np.float32)
+        try:
+            data["sample_weight"] = np.asarray(sample_weight, np.float32)
+        except (TypeError, ValueError):
+            raise ValueError(
+                "sample_weight must be one array of numbers, [N] or [N, T] (per-output weights "
+                "are not supported: weigh the outputs' losses with "
+                "TrainState.create(loss_weights=))"
+            ) from None
     n = num_examples(data, name)
     if n == 0:
         raise ValueError(f"{name} is empty")
@@ -344,6 +360,9 @@ def _class_weights(y, class_weight: dict) -> np.ndarray:
         y = y[..., 0]
     if y.ndim > 1:
         y = np.argmax(y, axis=-1)
+    keys = [k for k in class_weight if isinstance(k, bool) or not isinstance(k, numbers.Integral)]
+    if keys:
+        raise ValueError(f"class_weight keys are class ids (integers), got {keys!r}")
     classes = np.rint(y).astype(np.int64)
     return np.asarray([class_weight.get(int(c), 1.0) for c in classes], np.float32)
 

@@ -191,14 +191,15 @@ def _lock(path: str) -> int:
             # Never through a link: root would write the holder's description into its target.
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
         except OSError as error:
-            if error.errno != errno.ELOOP:
+            if error.errno not in (errno.ELOOP, errno.EISDIR):
                 raise
             fd = -1
         if fd < 0 or not stat.S_ISREG(os.fstat(fd).st_mode):
             if fd >= 0:
                 os.close(fd)
             raise WorkdirError(
-                f"{path} is not a regular file (a link or a device); remove it, then run again"
+                f"{path} is not a regular file (a link, a directory, a device); remove it, then "
+                "run again"
             )
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -210,7 +210,7 @@ def test_a_live_run_is_named_and_a_killed_one_is_stale(
     assert_same_run(workdir, reference)
 
 
-@pytest.mark.parametrize("target", ["a file", "nothing"])
+@pytest.mark.parametrize("target", ["a file", "nothing", "a directory"])
 def test_a_claim_file_that_is_a_link_is_refused_and_its_target_untouched(tmp_path, target):
     """As root, opening a linked claim file would write the run's description into any file on
     the machine (or create one); a link in its place is refused, whatever it points to."""
@@ -221,7 +221,10 @@ def test_a_claim_file_that_is_a_link_is_refused_and_its_target_untouched(tmp_pat
         victim.write_text("precious")
     workdir = tmp_path / "run"
     workdir.mkdir()
-    (workdir / CLAIM_FILE).symlink_to(victim)
-    with pytest.raises(WorkdirError, match="is not a regular file"):
+    if target == "a directory":  # not a link, but not a claim file either
+        (workdir / CLAIM_FILE).mkdir()
+    else:
+        (workdir / CLAIM_FILE).symlink_to(victim)
+    with pytest.raises(WorkdirError, match="is not a regular file.*remove it"):
         Claim.hold(str(workdir))
     assert (victim.read_text() == "precious") if target == "a file" else not victim.exists()

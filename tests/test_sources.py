@@ -72,10 +72,13 @@ def test_the_cli_leaves_a_named_data_dir_untouched(shared, tmp_path):
     assert not (tmp_path / "run").exists()
 
 
-def test_prepare_true_writes_where_asked(tmp_path):
-    write_reuters_archive(tmp_path / "manual" / reuters.Reuters21578.ARCHIVE)
+@pytest.mark.parametrize("named", ["its folder", "the archive itself"])
+def test_prepare_true_writes_where_asked(tmp_path, named):
+    archive = tmp_path / "manual" / reuters.Reuters21578.ARCHIVE
+    write_reuters_archive(archive)
+    manual_dir = archive.parent if named == "its folder" else archive
     data = reuters.load(
-        data_dir=tmp_path / "mine", manual_dir=tmp_path / "manual", cache_dir=tmp_path, prepare=True
+        data_dir=tmp_path / "mine", manual_dir=manual_dir, cache_dir=tmp_path, prepare=True
     )
     assert len(data.x_train) and (tmp_path / "mine" / "reuters21578").is_dir()
 

@@ -211,6 +211,9 @@ def test_bad_arguments(splits):
         (dict(validation_freq=0), "validation_freq must be >= 1"),
         (dict(validation_freq="2"), "validation_freq must be an int or a list"),
         (dict(steps_per_epoch=2), "steps_per_epoch is for a data source without a length"),
+        (dict(initial_epoch=-1), "initial_epoch must be an integer >= 0"),
+        (dict(class_weight={"pos": 2.0}), "class_weight keys are class ids"),
+        (dict(sample_weight={"out": np.ones(203)}), "sample_weight must be one array"),
     ):
         with pytest.raises(ValueError, match=message):
             fit(_state(), x, y, **({"verbose": 0} | kwargs))
@@ -223,6 +226,19 @@ def test_bad_arguments(splits):
 
     with pytest.raises(ValueError, match="predict data is empty"):
         predict(_state().replace(model=apply), x[:0])
+
+
+def test_initial_epoch_continues_a_run_by_hand(splits):
+    """Keras' ``initial_epoch``: 2 epochs, then ``fit(state, epochs=4, initial_epoch=2)`` with the
+    state they ended with, is the 4-epoch run (its epochs 2 and 3, bitwise)."""
+    (x, y), validation = splits
+    options = dict(batch_size=32, verbose=0, validation_data=validation, seed=5)
+    whole = fit(_state(), x, y, epochs=4, **options)
+    first = fit(_state(), x, y, epochs=2, **options)
+    rest = fit(first.state, x, y, epochs=4, initial_epoch=2, **options)
+    assert rest.history.epoch == [2, 3]
+    assert _strip(rest.history) == _strip(whole.history)[2:]
+    assert len(fit(_state(), x, y, epochs=2, initial_epoch=2, **options).history) == 0
 
 
 def test_keras_forms_of_the_arguments(splits):

@@ -109,6 +109,8 @@ def ensure_prepared(
     target = Path(_builder(builder_cls, data_dir).data_dir)
     if not (target / "dataset_info.json").is_file():
         manual_dir = Path(manual_dir) if manual_dir else data_dir / "downloads" / "manual"
+        if manual_dir.name == builder_cls.ARCHIVE and manual_dir.is_file():
+            manual_dir = manual_dir.parent  # the archive itself named: its folder is meant
         if not (named is False if prepare is None else prepare):
             raise DatasetNotFoundError(
                 _not_found(
