@@ -173,12 +173,12 @@ def _check_directory(workdir: str) -> bool:
     """Whether ``workdir`` exists (as a directory); raises for anything else at that path."""
     if os.path.islink(workdir) and not os.path.exists(workdir):
         raise WorkdirError(
-            f"workdir {workdir!r} is a symbolic link to nothing ({os.readlink(workdir)!r}); "
+            f"{workdir!r} is a symbolic link to nothing ({os.readlink(workdir)!r}); "
             "remove it or choose another --workdir"
         )
     if os.path.exists(workdir) and not os.path.isdir(workdir):
         raise WorkdirError(
-            f"workdir {workdir!r} exists and is not a directory; choose another --workdir"
+            f"{workdir!r} exists and is not a directory; remove it or choose another --workdir"
         )
     return os.path.isdir(workdir)
 
