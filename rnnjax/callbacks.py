@@ -33,6 +33,7 @@ import sys
 import time
 import warnings
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, ClassVar, TextIO
 
 import jax
@@ -458,6 +459,12 @@ class CSVLogger(Callback):
         self._fresh = False
 
     def on_train_begin(self, logs=None):
+        path = Path(self.filename).absolute()
+        if path.is_dir() or not path.parent.is_dir():
+            why = "it is a directory" if path.is_dir() else "its folder is missing"
+            raise ValueError(
+                f"CSVLogger cannot write {self.filename!r}: {why}; pass another filename"
+            )
         self.keys, self._rows = None, 0
         existing = self._read() if self.append else ""
         self._kept = max(existing.count("\n") - 1, 0) if existing else 0

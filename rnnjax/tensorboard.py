@@ -45,6 +45,14 @@ class TensorBoard(Callback):
 
     def on_train_begin(self, logs=None):
         self._last_batch_write = 0
+        if self.loop.primary:  # a log_dir that cannot be written fails now, not after an epoch
+            try:
+                self._writer("train")
+            except OSError as error:
+                raise ValueError(
+                    f"TensorBoard cannot write its logs under {self.log_dir!r} "
+                    f"({error.strerror or error}); pass another log_dir"
+                ) from None
 
     def on_train_batch_end(self, batch, logs=None):
         if self.update_freq == "epoch" or not self.loop.primary:

@@ -378,3 +378,21 @@ def test_progress_of_an_epoch_resumed_after_its_last_step(verbose):
     progbar.on_epoch_begin(1)
     progbar.on_epoch_end(1, {"loss": 0.5})
     assert progbar.stream.getvalue().splitlines()[-1].startswith("4/4")
+
+
+def test_log_files_that_cannot_be_written_are_refused_before_training(data, tmp_path):
+    """A CSV path that is a directory or lies in a missing folder, a TensorBoard log_dir below a
+    file: one ``ValueError`` before the first epoch, not an ``OSError`` after it."""
+    ids, labels = data
+    (tmp_path / "a file").write_text("")
+    (tmp_path / "a dir").mkdir()
+    epochs = []
+    started = LambdaCallback(on_epoch_begin=lambda epoch, logs: epochs.append(epoch))
+    for callback, message in (
+        (CSVLogger(str(tmp_path / "a dir")), "it is a directory"),
+        (CSVLogger(str(tmp_path / "missing" / "log.csv")), "its folder is missing"),
+        (TensorBoard(str(tmp_path / "a file" / "logs")), "TensorBoard cannot write its logs"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            fit(_state(), ids, labels, epochs=1, verbose=0, callbacks=[started, callback])
+        assert epochs == []
