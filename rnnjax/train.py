@@ -125,9 +125,8 @@ def fit(
     if isinstance(epochs, bool) or not isinstance(epochs, numbers.Integral) or epochs < 1:
         raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
     epochs = int(epochs)
-    if isinstance(initial_epoch, bool) or not isinstance(initial_epoch, numbers.Integral):
-        raise ValueError(f"initial_epoch must be an integer >= 0, got {initial_epoch!r}")
-    if initial_epoch < 0:
+    integer = isinstance(initial_epoch, numbers.Integral) and not isinstance(initial_epoch, bool)
+    if not integer or initial_epoch < 0:
         raise ValueError(f"initial_epoch must be an integer >= 0, got {initial_epoch!r}")
     verbose = _verbosity(verbose)
     if not 0 <= validation_split < 1:
