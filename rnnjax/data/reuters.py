@@ -203,6 +203,7 @@ def load(
         cache_dir=cache_dir,
         download=download,
         prepare=prepare,
+        cache_encoded=seed is not None,  # Keras' RandomState(None): a fresh shuffle each load
     )
     return TextDataset.from_arrays(arrays, convention)
 

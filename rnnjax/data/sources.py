@@ -154,6 +154,7 @@ def cached_dataset(
     cache_dir: str | os.PathLike[str] | None,
     download: bool,
     prepare: bool | None = None,
+    cache_encoded: bool = True,
 ) -> cache.Arrays:
     """A dataset's encoded arrays, through two cache levels keyed by the prepared data's identity.
 
@@ -162,8 +163,9 @@ def cached_dataset(
       params: every argument that changes ``encode``'s output.
       tokenize: ``data_dir -> corpus arrays``, the slow part; cached per prepared dataset, so new
         ``params`` only re-run ``encode``.
-      encode: ``corpus arrays -> dataset arrays``; cached per prepared dataset and ``params``,
-        unless ``params["seed"]`` is None (Keras then shuffles anew on every load).
+      encode: ``corpus arrays -> dataset arrays``; cached per prepared dataset and ``params``
+        when ``cache_encoded`` (not for an encoding that differs on every call: a shuffle with
+        ``seed=None``).
       data_dir, manual_dir, download, prepare: as ``ensure_prepared``.
       cache_dir: as ``cache.cached``.
     """
@@ -188,7 +190,7 @@ def cached_dataset(
         return arrays
 
     with small_pages():  # arrays the size of the corpus, built once (rnnjax.data.host_memory)
-        if params.get("seed", 0) is None:
+        if not cache_encoded:
             return build()
         return cache.cached(builder_cls.name, {**source, **params}, build, cache_dir)
 
